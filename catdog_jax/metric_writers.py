@@ -1,0 +1,115 @@
+"""Metric writers with clu's `MetricWriter` interface, without TensorFlow.
+
+clu's package imports TensorFlow for its default TensorBoard writer, and TF is
+no dependency of ours; tensorboardX writes the same event files. The method
+names and signatures follow `clu.metric_writers.MetricWriter`, so swapping in
+clu's writers needs no change at the call sites.
+"""
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorboardX
+from absl import logging
+
+
+class MetricWriter(abc.ABC):
+  """clu's interface: scalars, texts and hyperparameters, keyed by step."""
+
+  @abc.abstractmethod
+  def write_scalars(self, step: int, scalars: Mapping[str, float]): ...
+
+  @abc.abstractmethod
+  def write_texts(self, step: int, texts: Mapping[str, str]): ...
+
+  @abc.abstractmethod
+  def write_hparams(self, hparams: Mapping[str, Any]): ...
+
+  def flush(self):
+    pass
+
+  def close(self):
+    self.flush()
+
+
+class TensorBoardWriter(MetricWriter):
+  """TensorBoard event files in `logdir`, written by tensorboardX."""
+
+  def __init__(self, logdir: str):
+    self._writer = tensorboardX.SummaryWriter(logdir)
+
+  def write_scalars(self, step, scalars):
+    for key, value in scalars.items():
+      self._writer.add_scalar(key, value, global_step=step)
+
+  def write_texts(self, step, texts):
+    for key, value in texts.items():
+      self._writer.add_text(key, value, global_step=step)
+
+  def write_hparams(self, hparams):
+    # Logged as text: TensorBoard's hparams plugin needs a final metric.
+    lines = [f"{key}: {value}" for key, value in sorted(hparams.items())]
+    self._writer.add_text("hparams", "  \n".join(lines), global_step=0)
+
+  def flush(self):
+    self._writer.flush()
+
+  def close(self):
+    self._writer.close()
+
+
+class LoggingWriter(MetricWriter):
+  """One absl log line per call."""
+
+  def write_scalars(self, step, scalars):
+    values = ", ".join(f"{k}={_format(v)}" for k, v in sorted(scalars.items()))
+    logging.info("[%d] %s", step, values)
+
+  def write_texts(self, step, texts):
+    for key, value in texts.items():
+      logging.info("[%d] %s: %s", step, key, value)
+
+  def write_hparams(self, hparams):
+    logging.info("hparams: %s", dict(sorted(hparams.items())))
+
+
+class MultiWriter(MetricWriter):
+  """Forwards every call to each of `writers`."""
+
+  def __init__(self, writers: Sequence[MetricWriter]):
+    self._writers = tuple(writers)
+
+  def write_scalars(self, step, scalars):
+    for writer in self._writers:
+      writer.write_scalars(step, scalars)
+
+  def write_texts(self, step, texts):
+    for writer in self._writers:
+      writer.write_texts(step, texts)
+
+  def write_hparams(self, hparams):
+    for writer in self._writers:
+      writer.write_hparams(hparams)
+
+  def flush(self):
+    for writer in self._writers:
+      writer.flush()
+
+  def close(self):
+    for writer in self._writers:
+      writer.close()
+
+
+def create_default_writer(logdir: str, just_logging: bool) -> MetricWriter:
+  """Logs everywhere; writes event files only when not `just_logging`.
+
+  `just_logging` is for processes other than the first of a multi-host run.
+  """
+  if just_logging:
+    return LoggingWriter()
+  return MultiWriter([LoggingWriter(), TensorBoardWriter(logdir)])
+
+
+def _format(value: float) -> str:
+  return f"{value:.4g}" if isinstance(value, float) else str(value)

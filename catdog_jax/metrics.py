@@ -1,0 +1,59 @@
+"""Classification metrics from labels and logits (dog = positive class)."""
+
+import numpy as np
+from sklearn import metrics as sk_metrics
+
+from catdog_jax.input_pipeline import CLASS_NAMES
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-logits))
+
+
+def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
+  """Mean binary cross-entropy, computed stably from logits in float64."""
+  logits = np.asarray(logits, np.float64)
+  return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
+
+
+def classification_metrics(
+  labels: np.ndarray, logits: np.ndarray
+) -> dict[str, object]:
+  """Accuracy, precision, recall, F1, ROC AUC, log-loss, confusion matrix.
+
+  Args:
+    labels: int array of 0 (cat) / 1 (dog).
+    logits: float array of the dog logit, same length.
+
+  Returns:
+    A JSON-able dict; `roc_auc` is None when only one class is present.
+  """
+  predictions = (logits >= 0).astype(np.int32)
+  precision, recall, f1, _ = sk_metrics.precision_recall_fscore_support(
+    labels, predictions, average="binary", pos_label=1, zero_division=0
+  )
+  both_classes = len(np.unique(labels)) == 2
+  roc_auc = sk_metrics.roc_auc_score(labels, logits) if both_classes else None
+  confusion = sk_metrics.confusion_matrix(labels, predictions, labels=[0, 1])
+  return {
+    "accuracy": float(np.mean(predictions == labels)),
+    "precision": float(precision),
+    "recall": float(recall),
+    "f1": float(f1),
+    "roc_auc": None if roc_auc is None else float(roc_auc),
+    "log_loss": log_loss(labels, logits),
+    "confusion_matrix": confusion.tolist(),
+    "num_examples": int(len(labels)),
+  }
+
+
+def classification_report(labels: np.ndarray, logits: np.ndarray) -> str:
+  """scikit-learn's per-class report, in the seed's layout."""
+  return sk_metrics.classification_report(
+    labels,
+    (logits >= 0).astype(np.int32),
+    labels=[0, 1],
+    target_names=list(CLASS_NAMES),
+    digits=4,
+    zero_division=0,
+  )

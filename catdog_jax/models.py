@@ -1,0 +1,130 @@
+"""Flax linen models.
+
+`SeedCNN` mirrors the seed Keras model layer for layer. Pooling and
+flattening are small parameter-free modules so that every layer of the seed's
+table appears in `summarize` under its own name.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+class MaxPool2x2(nn.Module):
+  """2x2 max pooling, stride 2, SAME padding (Keras `MaxPooling2D`)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+
+
+class Flatten(nn.Module):
+  """Flattens all but the batch axis (Keras `Flatten`)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x.reshape((x.shape[0], -1))
+
+
+class SeedCNN(nn.Module):
+  """The seed's CNN: conv/pool blocks, dense layers, one logit per image.
+
+  With the defaults and 255x255x3 input it has 16,880,961 parameters; the
+  flatten width (131,072 at 255x255) follows the input size.
+
+  Attributes:
+    conv_features: filters of each 3x3 conv + 2x2 max-pool block.
+    dense_features: widths of the hidden dense layers.
+    dtype: computation dtype; parameters stay float32.
+  """
+
+  conv_features: Sequence[int] = (32, 64, 128)
+  dense_features: Sequence[int] = (128, 64, 32)
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    del train  # The seed has no dropout or normalization.
+    x = images.astype(self.dtype)
+    for i, features in enumerate(self.conv_features, start=1):
+      x = nn.Conv(
+        features, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i}"
+      )(x)
+      x = nn.relu(x)
+      x = MaxPool2x2(name=f"pool{i}")(x)
+    x = Flatten(name="flatten")(x)
+    for i, features in enumerate(self.dense_features, start=1):
+      x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f"dense{i}")(x))
+    x = nn.Dense(1, dtype=self.dtype, name="logit")(x)
+    return x[:, 0].astype(jnp.float32)
+
+
+MODELS = {"seed_cnn": SeedCNN}
+
+
+def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
+  """Builds `config.name` with the remaining fields of `config` as arguments.
+
+  Raises:
+    ValueError: on an unknown model name.
+  """
+  if config.name not in MODELS:
+    raise ValueError(
+      f"unknown model.name {config.name!r}; known: {', '.join(MODELS)}"
+    )
+  kwargs = {k: v for k, v in config.items() if k != "name"}
+  return MODELS[config.name](dtype=dtype, **kwargs)
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def summarize(model: nn.Module, image_size: int) -> list[tuple]:
+  """Per-layer (name, type, output shape, parameters) rows, as Keras shows.
+
+  Runs on abstract shapes only, so no memory is spent on the parameters.
+  """
+  rows = []
+
+  def record_layer(next_fn, args, kwargs, context):
+    output = next_fn(*args, **kwargs)
+    module = context.module
+    # The model's direct children are its layers.
+    if context.method_name == "__call__" and len(module.scope.path) == 1:
+      params = module.variables.get("params", {})
+      shape = ("None",) + tuple(output.shape[1:])
+      rows.append(
+        (module.name, type(module).__name__, shape, count_params(params))
+      )
+    return output
+
+  def init(images):
+    with nn.intercept_methods(record_layer):
+      return model.init(jax.random.key(0), images)
+
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.uint8)
+  jax.eval_shape(init, images)
+  return rows
+
+
+def format_summary(rows: list[tuple]) -> str:
+  """Renders `summarize` rows as a table with the total parameter count."""
+  header = ("Layer", "Type", "Output shape", "Param #")
+  cells = [header] + [
+    (name, kind, str(shape).replace("'", ""), f"{n:,}")
+    for name, kind, shape, n in rows
+  ]
+  widths = [max(len(row[i]) for row in cells) + 2 for i in range(4)]
+  rule = "-" * sum(widths)
+  lines = [rule]
+  for i, row in enumerate(cells):
+    lines.append("".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if i == 0:
+      lines.append(rule)
+  lines.append(rule)
+  lines.append(f"Total params: {sum(r[3] for r in rows):,}")
+  return "\n".join(lines)

@@ -1,0 +1,415 @@
+"""Training and evaluation: jit-compiled steps over a ('data',) device mesh.
+
+`train_and_evaluate` is the library entry point; `main.py` only parses flags.
+"""
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from catdog_jax import checkpointing
+from catdog_jax import input_pipeline
+from catdog_jax import metric_writers
+from catdog_jax import metrics as metrics_lib
+from catdog_jax import models
+from catdog_jax import report
+from catdog_jax.errors import UsageError
+
+MIN_IMAGE_SIZE = 16
+
+
+class TrainState(train_state.TrainState):
+  """Params and optimizer state; `step` counts applied updates."""
+
+
+# --- Settings -----------------------------------------------------------------
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError on settings that cannot work, before any compile."""
+  if not config.data.root:
+    raise UsageError("set the data folder: --config.data.root=PATH")
+  if config.batch_size < 1:
+    raise UsageError(f"batch_size must be at least 1, got {config.batch_size}")
+  if config.data.image_size < MIN_IMAGE_SIZE:
+    raise UsageError(
+      f"data.image_size must be at least {MIN_IMAGE_SIZE}, "
+      f"got {config.data.image_size}"
+    )
+  if config.batch_size % jax.device_count():
+    raise UsageError(
+      f"batch_size {config.batch_size} is not divisible by the "
+      f"{jax.device_count()} devices"
+    )
+  fractions = (config.data.val_fraction, config.data.test_fraction)
+  if min(fractions) < 0 or sum(fractions) >= 1:
+    raise UsageError(
+      "data.val_fraction and data.test_fraction must be >= 0 and sum "
+      f"to less than 1, got {fractions}"
+    )
+  if config.num_train_steps is not None and config.num_train_steps < 1:
+    raise UsageError(
+      f"num_train_steps must be at least 1, got {config.num_train_steps}"
+    )
+  if config.model.name not in models.MODELS:
+    raise UsageError(
+      f"unknown model.name {config.model.name!r}; known: "
+      f"{', '.join(models.MODELS)}"
+    )
+
+
+def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+  """`config.num_train_steps` if set, else `num_epochs` over the train split."""
+  if config.num_train_steps is not None:
+    return config.num_train_steps
+  return max(1, config.num_epochs * num_train // config.batch_size)
+
+
+# --- Model, optimizer, steps ----------------------------------------------------
+
+
+def create_optimizer(config: ml_collections.ConfigDict):
+  """The optax optimizer named by `config.name`."""
+  if config.name == "adam":
+    return optax.adam(config.learning_rate)
+  raise UsageError(f"unknown optimizer.name {config.name!r}; known: adam")
+
+
+def create_train_state(rng, config: ml_collections.ConfigDict) -> TrainState:
+  """Initialises the model's params and the optimizer state."""
+  model = models.create_model(config.model, dtype=jnp.dtype(config.dtype))
+  size = config.data.image_size
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  params = model.init(rng, images)["params"]
+  return TrainState.create(
+    apply_fn=model.apply, params=params, tx=create_optimizer(config.optimizer)
+  )
+
+
+def preprocess(images_bhwc):
+  """uint8 pixels to float32 in [0, 1], on the device inside the step."""
+  return images_bhwc.astype(jnp.float32) / 255.0
+
+
+def binary_cross_entropy(logits, labels):
+  return optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
+
+
+def train_step(state: TrainState, batch, rng):
+  """One optimizer update on a global batch; returns the new state, metrics."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits = state.apply_fn(
+      {"params": params},
+      preprocess(batch["image"]),
+      train=True,
+      rngs={"dropout": dropout_rng},
+    )
+    return binary_cross_entropy(logits, batch["label"]).mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    state.params
+  )
+  state = state.apply_gradients(grads=grads)
+  metrics = {
+    "loss": loss,
+    "accuracy": jnp.mean((logits >= 0) == (batch["label"] == 1)),
+    "grad_norm": optax.global_norm(grads),
+  }
+  return state, metrics
+
+
+def eval_step(state: TrainState, batch):
+  """Logits of a padded batch, with its labels and mask passed through."""
+  logits = state.apply_fn({"params": state.params}, preprocess(batch["image"]))
+  return {"logit": logits, "label": batch["label"], "mask": batch["mask"]}
+
+
+# --- Host-side helpers -------------------------------------------------------
+
+
+def to_global(batch, sharding):
+  """This process's share of a batch, as one array sharded over the mesh."""
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, x), batch
+  )
+
+
+def evaluate(eval_fn, state, examples, config, sharding):
+  """Labels and logits of every example, in float64 on the host."""
+  local_batch = config.batch_size // jax.process_count()
+  shard = examples[jax.process_index() :: jax.process_count()]
+  outputs = [
+    eval_fn(state, to_global(batch, sharding))
+    for batch in input_pipeline.eval_batches(
+      shard, config.data, batch_size=local_batch
+    )
+  ]
+  outputs = multihost_utils.process_allgather(outputs, tiled=True)
+  mask = np.concatenate([o["mask"] for o in outputs])
+  labels = np.concatenate([o["label"] for o in outputs])[mask]
+  logits = np.concatenate([o["logit"] for o in outputs])[mask]
+  return labels, logits.astype(np.float64)
+
+
+def first_nonfinite(step_metrics: list[dict], first_step: int):
+  """(step, metrics) of the first step whose loss or gradient is not finite."""
+  for offset, metrics in enumerate(step_metrics):
+    if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+      return first_step + offset, metrics
+  return None
+
+
+class TrainLog:
+  """Turns per-step device metrics into log lines at log steps.
+
+  Metrics stay on the device until `write` pulls them, once per log period.
+  A non-finite loss or gradient raises FloatingPointError naming the step.
+  """
+
+  def __init__(self, writer, num_steps, global_batch_size, start_step):
+    self._writer = writer
+    self._num_steps = num_steps
+    self._global_batch_size = global_batch_size
+    self._pending = []
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+
+  def append(self, metrics):
+    self._pending.append(metrics)
+
+  def write(self, step: int):
+    if not self._pending:
+      return
+    step_metrics = jax.device_get(self._pending)
+    first_step = step - len(step_metrics) + 1
+    bad = first_nonfinite(step_metrics, first_step)
+    if bad:
+      raise FloatingPointError(
+        f"training diverged at step {bad[0]}: loss={bad[1]['loss']}, "
+        f"grad_norm={bad[1]['grad_norm']}"
+      )
+    now = time.perf_counter()
+    steps_per_sec = (step - self._last_step) / (now - self._last_time)
+    scalars = {
+      f"train_{key}": float(np.mean([m[key] for m in step_metrics]))
+      for key in step_metrics[0]
+    }
+    scalars["steps_per_sec"] = steps_per_sec
+    scalars["images_per_sec"] = steps_per_sec * self._global_batch_size
+    scalars["eta_minutes"] = (self._num_steps - step) / steps_per_sec / 60
+    self._writer.write_scalars(step, scalars)
+    self._pending = []
+    self._last_step, self._last_time = step, now
+
+
+class StopSignal:
+  """Remembers a SIGTERM (preemption) so the loop can checkpoint and stop."""
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint, then stopping.")
+    self._event.set()
+
+  @property
+  def requested(self) -> bool:
+    return self._event.is_set()
+
+
+def write_json(path: str, value) -> None:
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
+    f.write("\n")
+
+
+# --- Entry point --------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains, checkpoints and evaluates; resumes from `workdir` if it can.
+
+  Writes to `workdir`: checkpoints/, TensorBoard events, config.json,
+  data_report.json, eval_val.json, eval_test.json and report.md.
+
+  Returns:
+    The final train state, or the state at the stop when SIGTERM arrived.
+  """
+  check_config(config)
+  is_chief = jax.process_index() == 0
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+
+  # Data.
+  splits = input_pipeline.load_splits(config.data)
+  data_report = input_pipeline.data_report(config.data.root, splits)
+  for name, counts in data_report["splits"].items():
+    logging.info("%s split: %s", name, counts)
+  total_steps = num_train_steps(config, len(splits["train"]))
+  local_batch = config.batch_size // jax.process_count()
+  train_iter = input_pipeline.create_train_iterator(
+    splits["train"],
+    config.data,
+    batch_size=local_batch,
+    seed=config.seed,
+    shard_index=jax.process_index(),
+    shard_count=jax.process_count(),
+  )
+
+  # Mesh, state and compiled steps.
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  data_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  init_fn = jax.jit(
+    functools.partial(create_train_state, config=config),
+    out_shardings=replicated,
+  )
+  state = init_fn(init_rng)
+  p_train_step = jax.jit(
+    train_step,
+    in_shardings=(replicated, data_sharding, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
+  p_eval_step = jax.jit(
+    eval_step,
+    in_shardings=(replicated, data_sharding),
+    out_shardings=data_sharding,
+  )
+  logging.info(
+    "%d parameters on %d devices, %d steps of batch %d.",
+    models.count_params(state.params),
+    jax.device_count(),
+    total_steps,
+    config.batch_size,
+  )
+
+  # Resume.
+  manager = checkpointing.create_checkpoint_manager(
+    workdir, config.checkpoints_to_keep
+  )
+  if manager.latest_step() is not None:
+    logging.info("Resuming from checkpoint %d.", manager.latest_step())
+    state = checkpointing.restore(
+      manager, manager.latest_step(), state, train_iter
+    )
+  start_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(workdir, not is_chief)
+  if is_chief:
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json(os.path.join(workdir, "data_report.json"), data_report)
+    if start_step == 0:
+      writer.write_hparams(_flatten(config.to_dict()))
+
+  def run_eval(split: str, step: int) -> dict:
+    labels, logits = evaluate(
+      p_eval_step, state, splits[split], config, data_sharding
+    )
+    result = metrics_lib.classification_metrics(labels, logits)
+    writer.write_scalars(
+      step,
+      {
+        f"{split}_{key}": value
+        for key, value in result.items()
+        if isinstance(value, float)
+      },
+    )
+    return result, labels, logits
+
+  # Train.
+  train_log = TrainLog(writer, total_steps, config.batch_size, start_step)
+  val_metrics = None
+  with StopSignal() as stop:
+    for step in range(start_step + 1, total_steps + 1):
+      batch = to_global(next(train_iter), data_sharding)
+      state, metrics = p_train_step(state, batch, step_rng)
+      train_log.append(metrics)
+      is_last = step == total_steps
+      is_eval = is_last or step % config.eval_every_steps == 0
+      is_checkpoint = (
+        is_last or stop.requested or step % config.checkpoint_every_steps == 0
+      )
+      if (
+        is_last
+        or is_eval
+        or is_checkpoint
+        or (step % config.log_every_steps == 0)
+      ):
+        train_log.write(step)
+      val_metrics = None
+      if is_eval and splits["val"]:
+        val_metrics, _, _ = run_eval("val", step)
+      if is_checkpoint:
+        checkpointing.save(
+          manager,
+          step,
+          state,
+          train_iter,
+          metrics=val_metrics and {"val_accuracy": val_metrics["accuracy"]},
+        )
+      if stop.requested:
+        manager.wait_until_finished()
+        writer.close()
+        logging.warning("Stopped at step %d; relaunch to resume.", step)
+        return state
+  manager.wait_until_finished()
+
+  # Final evaluation.
+  if is_chief and val_metrics is not None:
+    write_json(os.path.join(workdir, "eval_val.json"), val_metrics)
+  if splits["test"]:
+    test_metrics, labels, logits = run_eval("test", total_steps)
+    if is_chief:
+      write_json(os.path.join(workdir, "eval_test.json"), test_metrics)
+      report.write_report(
+        workdir,
+        test_metrics=test_metrics,
+        classification_report=metrics_lib.classification_report(labels, logits),
+        data_report=data_report,
+        step=total_steps,
+      )
+      logging.info(
+        "Test: %s", metrics_lib.classification_report(labels, logits)
+      )
+  writer.close()
+  return state
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}, for logging the config."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat

@@ -1,0 +1,47 @@
+"""The seed's recipe: its CNN at 255x255, Adam at a constant 1e-3, batch 32.
+
+Command:
+  python main.py --config=configs/base.py --workdir=/tmp/base \
+    --config.data.root=../shared/data/kaggle200
+
+Pixels are scaled to [0, 1] on the device; no augmentation, no schedule, as
+the seed did. Ten epochs of kaggle200's 16,076 training images are 5,020
+steps. Measured results are in README.md's results table.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The seed CNN trained the way the seed trained it."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 32
+  config.num_epochs = 10
+  # Overrides num_epochs when set.
+  config.num_train_steps = config_dict.placeholder(int)
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.checkpoints_to_keep = 3
+  config.dtype = "float32"
+
+  config.data = ml_collections.ConfigDict()
+  config.data.root = config_dict.placeholder(str)
+  config.data.image_size = 255
+  config.data.val_fraction = 0.1
+  config.data.test_fraction = 0.1
+  # Decode threads; 0 means one per CPU core.
+  config.data.num_workers = 0
+  config.data.prefetch_batches = 2
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "seed_cnn"
+  config.model.conv_features = (32, 64, 128)
+  config.model.dense_features = (128, 64, 32)
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  return config

@@ -1,0 +1,61 @@
+"""Command-line entry point: flags only.
+
+This file is kept short on purpose: the logic lives in `catdog_jax`, where
+tests and notebooks can import it.
+
+  python main.py --config=configs/base.py --workdir=DIR \
+    --config.data.root=PATH          # train, evaluate, checkpoint
+  python main.py --mode=summary --config=configs/base.py
+"""
+
+import sys
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from catdog_jax import models
+from catdog_jax import train
+from catdog_jax.errors import UsageError
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Where checkpoints and reports go.")
+flags.DEFINE_enum("mode", "train", ["train", "summary"], "What to do.")
+config_flags.DEFINE_config_file(
+  "config", None, "Training configuration file.", lock_config=True
+)
+flags.mark_flags_as_required(["config"])
+
+
+def summary(config) -> None:
+  model = models.create_model(config.model)
+  rows = models.summarize(model, config.data.image_size)
+  print(models.format_summary(rows))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  config = FLAGS.config
+  try:
+    if FLAGS.mode == "summary":
+      summary(config)
+      return
+    if not FLAGS.workdir:
+      raise UsageError("--workdir is required for --mode=train")
+    logging.info(
+      "JAX process %d of %d, devices: %s",
+      jax.process_index(),
+      jax.process_count(),
+      jax.devices(),
+    )
+    train.train_and_evaluate(config, FLAGS.workdir)
+  except UsageError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
