@@ -22,12 +22,12 @@ from catdog_jax.errors import UsageError
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("workdir", None, "Where checkpoints and reports go.")
-flags.DEFINE_enum("mode", "train", ["train", "summary"], "What to do.")
+flags.DEFINE_string('workdir', None, 'Where checkpoints and reports go.')
+flags.DEFINE_enum('mode', 'train', ['train', 'summary'], 'What to do.')
 config_flags.DEFINE_config_file(
-  "config", None, "Training configuration file.", lock_config=True
+  'config', None, 'Training configuration file.', lock_config=True
 )
-flags.mark_flags_as_required(["config"])
+flags.mark_flags_as_required(['config'])
 
 
 def summary(config) -> None:
@@ -38,24 +38,24 @@ def summary(config) -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
+    raise app.UsageError('Too many command-line arguments.')
   config = FLAGS.config
   try:
-    if FLAGS.mode == "summary":
+    if FLAGS.mode == 'summary':
       summary(config)
       return
     if not FLAGS.workdir:
-      raise UsageError("--workdir is required for --mode=train")
+      raise UsageError('--workdir is required for --mode=train')
     logging.info(
-      "JAX process %d of %d, devices: %s",
+      'JAX process %d of %d, devices: %s',
       jax.process_index(),
       jax.process_count(),
       jax.devices(),
     )
     train.train_and_evaluate(config, FLAGS.workdir)
   except UsageError as e:
-    sys.exit(f"error: {e}")
+    sys.exit(f'error: {e}')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   app.run(main)

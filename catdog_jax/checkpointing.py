@@ -11,7 +11,7 @@ import grain
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-BEST_METRIC = "val_accuracy"
+BEST_METRIC = 'val_accuracy'
 
 
 def create_checkpoint_manager(
@@ -28,11 +28,11 @@ def create_checkpoint_manager(
   )
   options = ocp.CheckpointManagerOptions(
     best_fn=lambda metrics: metrics[BEST_METRIC],
-    best_mode="max",
+    best_mode='max',
     preservation_policy=preservation,
     create=True,
   )
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   return ocp.CheckpointManager(directory, options=options)
 
 

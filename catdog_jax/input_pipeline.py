@@ -14,7 +14,8 @@ import dataclasses
 import functools
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import cv2
 import grain
@@ -23,36 +24,36 @@ import numpy as np
 
 from catdog_jax.errors import UsageError
 
-CLASS_NAMES = ("cat", "dog")
-SPLITS = ("train", "val", "test")
+CLASS_NAMES = ('cat', 'dog')
+SPLITS = ('train', 'val', 'test')
 # Extensions OpenCV's image decoders read; matched case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
   {
-    ".avif",
-    ".bmp",
-    ".dib",
-    ".gif",
-    ".hdr",
-    ".jp2",
-    ".jpe",
-    ".jpeg",
-    ".jpg",
-    ".pbm",
-    ".pfm",
-    ".pgm",
-    ".pic",
-    ".png",
-    ".pnm",
-    ".ppm",
-    ".pxm",
-    ".ras",
-    ".sr",
-    ".tif",
-    ".tiff",
-    ".webp",
+    '.avif',
+    '.bmp',
+    '.dib',
+    '.gif',
+    '.hdr',
+    '.jp2',
+    '.jpe',
+    '.jpeg',
+    '.jpg',
+    '.pbm',
+    '.pfm',
+    '.pgm',
+    '.pic',
+    '.png',
+    '.pnm',
+    '.ppm',
+    '.pxm',
+    '.ras',
+    '.sr',
+    '.tif',
+    '.tiff',
+    '.webp',
   }
 )
-_FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
+_FOLDER_LABELS = {'cat': 0, 'cats': 0, 'dog': 1, 'dogs': 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +71,8 @@ def label_from_path(relative_path: str) -> int | None:
   for folder in reversed(folders):
     if folder.lower() in _FOLDER_LABELS:
       return _FOLDER_LABELS[folder.lower()]
-  prefix = filename.lower().split(".", 1)[0]
-  if "." in filename and prefix in ("cat", "dog"):
+  prefix = filename.lower().split('.', 1)[0]
+  if '.' in filename and prefix in ('cat', 'dog'):
     return CLASS_NAMES.index(prefix)
   return None
 
@@ -95,7 +96,7 @@ def list_labelled_files(root: str) -> list[tuple[str, int]]:
 
 def file_digest(path: str) -> str:
   """Hex BLAKE2b digest of the file's bytes."""
-  with open(path, "rb") as f:
+  with open(path, 'rb') as f:
     return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
 
@@ -106,13 +107,13 @@ def find_examples(root: str, num_workers: int = 0) -> list[Example]:
     UsageError: if `root` is not a folder, or holds no labelled images.
   """
   if not os.path.isdir(root):
-    raise UsageError(f"data.root {root!r} is not a folder")
+    raise UsageError(f'data.root {root!r} is not a folder')
   root = os.path.abspath(root)
   files = list_labelled_files(root)
   if not files:
     raise UsageError(
-      f"no labelled images under {root!r}: expected class folders "
-      "(cats/ and dogs/, Cat/ and Dog/) or names like cat.1.jpg, dog.1.jpg"
+      f'no labelled images under {root!r}: expected class folders '
+      '(cats/ and dogs/, Cat/ and Dog/) or names like cat.1.jpg, dog.1.jpg'
     )
   paths = [os.path.join(root, path) for path, _ in files]
   with concurrent.futures.ThreadPoolExecutor(num_workers or None) as pool:
@@ -133,10 +134,10 @@ def split_of(digest: str, val_fraction: float, test_fraction: float) -> str:
   """
   u = int(digest[:16], 16) / 2**64
   if u < test_fraction:
-    return "test"
+    return 'test'
   if u < test_fraction + val_fraction:
-    return "val"
-  return "train"
+    return 'val'
+  return 'train'
 
 
 def split_examples(
@@ -164,19 +165,19 @@ def check_splits(
   missing = [name for name, count in counts.items() if count == 0]
   if missing:
     raise UsageError(
-      f"data.root {config.root!r} holds no {' or '.join(missing)} images; "
-      "both classes are needed"
+      f'data.root {config.root!r} holds no {" or ".join(missing)} images; '
+      'both classes are needed'
     )
   fractions = {
-    "train": 1.0,
-    "val": config.val_fraction,
-    "test": config.test_fraction,
+    'train': 1.0,
+    'val': config.val_fraction,
+    'test': config.test_fraction,
   }
   for name, fraction in fractions.items():
     if fraction > 0 and not splits[name]:
       raise UsageError(
-        f"the {name} split is empty ({len(splits['train'])} train images "
-        f"in all): use more images or a larger data.{name}_fraction"
+        f'the {name} split is empty ({len(splits["train"])} train images '
+        f'in all): use more images or a larger data.{name}_fraction'
       )
 
 
@@ -193,10 +194,10 @@ def data_report(
 ) -> dict[str, object]:
   """The JSON-able summary of what was found and how it was split."""
   return {
-    "root": os.path.abspath(root),
-    "num_files": sum(len(split) for split in splits.values()),
-    "splits": {name: class_counts(split) for name, split in splits.items()},
-    "split_rule": "content hash (BLAKE2b of the file bytes)",
+    'root': os.path.abspath(root),
+    'num_files': sum(len(split) for split in splits.values()),
+    'splits': {name: class_counts(split) for name, split in splits.items()},
+    'split_rule': 'content hash (BLAKE2b of the file bytes)',
   }
 
 
@@ -214,7 +215,7 @@ def decode_image(data: bytes, image_size: int) -> np.ndarray:
   """
   bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
   if bgr is None:
-    raise ValueError("OpenCV cannot decode it as an image")
+    raise ValueError('OpenCV cannot decode it as an image')
   return cv2.cvtColor(resize(bgr, image_size), cv2.COLOR_BGR2RGB)
 
 
@@ -232,13 +233,13 @@ def resize(image: np.ndarray, image_size: int) -> np.ndarray:
 
 def load_example(example: Example, image_size: int) -> dict[str, np.ndarray]:
   """Reads and decodes one file into {'image', 'label'}."""
-  with open(example.path, "rb") as f:
+  with open(example.path, 'rb') as f:
     data = f.read()
   try:
     image = decode_image(data, image_size)
   except ValueError as e:
-    raise ValueError(f"{example.path}: {e}") from e
-  return {"image": image, "label": np.int32(example.label)}
+    raise ValueError(f'{example.path}: {e}') from e
+  return {'image': image, 'label': np.int32(example.label)}
 
 
 # --- Batching ---------------------------------------------------------------
@@ -305,11 +306,11 @@ def pad_batch(
   batch: dict[str, np.ndarray], batch_size: int
 ) -> dict[str, np.ndarray]:
   """Pads every array to `batch_size` rows and adds a boolean `mask`."""
-  num_real = len(batch["label"])
+  num_real = len(batch['label'])
   padding = batch_size - num_real
   padded = {
     key: np.concatenate([value, np.zeros_like(value[:1]).repeat(padding, 0)])
     for key, value in batch.items()
   }
-  padded["mask"] = np.arange(batch_size) < num_real
+  padded['mask'] = np.arange(batch_size) < num_real
   return padded

@@ -7,7 +7,8 @@ clu's writers needs no change at the call sites.
 """
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import tensorboardX
@@ -26,7 +27,7 @@ class MetricWriter(abc.ABC):
   @abc.abstractmethod
   def write_hparams(self, hparams: Mapping[str, Any]): ...
 
-  def flush(self):
+  def flush(self):  # noqa: B027 - optional for writers that buffer.
     pass
 
   def close(self):
@@ -49,8 +50,8 @@ class TensorBoardWriter(MetricWriter):
 
   def write_hparams(self, hparams):
     # Logged as text: TensorBoard's hparams plugin needs a final metric.
-    lines = [f"{key}: {value}" for key, value in sorted(hparams.items())]
-    self._writer.add_text("hparams", "  \n".join(lines), global_step=0)
+    lines = [f'{key}: {value}' for key, value in sorted(hparams.items())]
+    self._writer.add_text('hparams', '  \n'.join(lines), global_step=0)
 
   def flush(self):
     self._writer.flush()
@@ -63,15 +64,15 @@ class LoggingWriter(MetricWriter):
   """One absl log line per call."""
 
   def write_scalars(self, step, scalars):
-    values = ", ".join(f"{k}={_format(v)}" for k, v in sorted(scalars.items()))
-    logging.info("[%d] %s", step, values)
+    values = ', '.join(f'{k}={_format(v)}' for k, v in sorted(scalars.items()))
+    logging.info('[%d] %s', step, values)
 
   def write_texts(self, step, texts):
     for key, value in texts.items():
-      logging.info("[%d] %s: %s", step, key, value)
+      logging.info('[%d] %s: %s', step, key, value)
 
   def write_hparams(self, hparams):
-    logging.info("hparams: %s", dict(sorted(hparams.items())))
+    logging.info('hparams: %s', dict(sorted(hparams.items())))
 
 
 class MultiWriter(MetricWriter):
@@ -112,4 +113,4 @@ def create_default_writer(logdir: str, just_logging: bool) -> MetricWriter:
 
 
 def _format(value: float) -> str:
-  return f"{value:.4g}" if isinstance(value, float) else str(value)
+  return f'{value:.4g}' if isinstance(value, float) else str(value)

@@ -30,20 +30,20 @@ def classification_metrics(
   """
   predictions = (logits >= 0).astype(np.int32)
   precision, recall, f1, _ = sk_metrics.precision_recall_fscore_support(
-    labels, predictions, average="binary", pos_label=1, zero_division=0
+    labels, predictions, average='binary', pos_label=1, zero_division=0
   )
   both_classes = len(np.unique(labels)) == 2
   roc_auc = sk_metrics.roc_auc_score(labels, logits) if both_classes else None
   confusion = sk_metrics.confusion_matrix(labels, predictions, labels=[0, 1])
   return {
-    "accuracy": float(np.mean(predictions == labels)),
-    "precision": float(precision),
-    "recall": float(recall),
-    "f1": float(f1),
-    "roc_auc": None if roc_auc is None else float(roc_auc),
-    "log_loss": log_loss(labels, logits),
-    "confusion_matrix": confusion.tolist(),
-    "num_examples": int(len(labels)),
+    'accuracy': float(np.mean(predictions == labels)),
+    'precision': float(precision),
+    'recall': float(recall),
+    'f1': float(f1),
+    'roc_auc': None if roc_auc is None else float(roc_auc),
+    'log_loss': log_loss(labels, logits),
+    'confusion_matrix': confusion.tolist(),
+    'num_examples': int(len(labels)),
   }
 
 

@@ -18,7 +18,7 @@ class MaxPool2x2(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
 
 
 class Flatten(nn.Module):
@@ -51,18 +51,18 @@ class SeedCNN(nn.Module):
     x = images.astype(self.dtype)
     for i, features in enumerate(self.conv_features, start=1):
       x = nn.Conv(
-        features, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i}"
+        features, (3, 3), padding='SAME', dtype=self.dtype, name=f'conv{i}'
       )(x)
       x = nn.relu(x)
-      x = MaxPool2x2(name=f"pool{i}")(x)
-    x = Flatten(name="flatten")(x)
+      x = MaxPool2x2(name=f'pool{i}')(x)
+    x = Flatten(name='flatten')(x)
     for i, features in enumerate(self.dense_features, start=1):
-      x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f"dense{i}")(x))
-    x = nn.Dense(1, dtype=self.dtype, name="logit")(x)
+      x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f'dense{i}')(x))
+    x = nn.Dense(1, dtype=self.dtype, name='logit')(x)
     return x[:, 0].astype(jnp.float32)
 
 
-MODELS = {"seed_cnn": SeedCNN}
+MODELS = {'seed_cnn': SeedCNN}
 
 
 def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
@@ -73,9 +73,9 @@ def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
   """
   if config.name not in MODELS:
     raise ValueError(
-      f"unknown model.name {config.name!r}; known: {', '.join(MODELS)}"
+      f'unknown model.name {config.name!r}; known: {", ".join(MODELS)}'
     )
-  kwargs = {k: v for k, v in config.items() if k != "name"}
+  kwargs = {k: v for k, v in config.items() if k != 'name'}
   return MODELS[config.name](dtype=dtype, **kwargs)
 
 
@@ -94,9 +94,9 @@ def summarize(model: nn.Module, image_size: int) -> list[tuple]:
     output = next_fn(*args, **kwargs)
     module = context.module
     # The model's direct children are its layers.
-    if context.method_name == "__call__" and len(module.scope.path) == 1:
-      params = module.variables.get("params", {})
-      shape = ("None",) + tuple(output.shape[1:])
+    if context.method_name == '__call__' and len(module.scope.path) == 1:
+      params = module.variables.get('params', {})
+      shape = ('None',) + tuple(output.shape[1:])
       rows.append(
         (module.name, type(module).__name__, shape, count_params(params))
       )
@@ -113,18 +113,20 @@ def summarize(model: nn.Module, image_size: int) -> list[tuple]:
 
 def format_summary(rows: list[tuple]) -> str:
   """Renders `summarize` rows as a table with the total parameter count."""
-  header = ("Layer", "Type", "Output shape", "Param #")
+  header = ('Layer', 'Type', 'Output shape', 'Param #')
   cells = [header] + [
-    (name, kind, str(shape).replace("'", ""), f"{n:,}")
+    (name, kind, str(shape).replace("'", ''), f'{n:,}')
     for name, kind, shape, n in rows
   ]
   widths = [max(len(row[i]) for row in cells) + 2 for i in range(4)]
-  rule = "-" * sum(widths)
+  rule = '-' * sum(widths)
   lines = [rule]
   for i, row in enumerate(cells):
-    lines.append("".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    lines.append(
+      ''.join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+    )
     if i == 0:
       lines.append(rule)
   lines.append(rule)
-  lines.append(f"Total params: {sum(r[3] for r in rows):,}")
-  return "\n".join(lines)
+  lines.append(f'Total params: {sum(r[3] for r in rows):,}')
+  return '\n'.join(lines)

@@ -42,33 +42,33 @@ class TrainState(train_state.TrainState):
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
   if not config.data.root:
-    raise UsageError("set the data folder: --config.data.root=PATH")
+    raise UsageError('set the data folder: --config.data.root=PATH')
   if config.batch_size < 1:
-    raise UsageError(f"batch_size must be at least 1, got {config.batch_size}")
+    raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
   if config.data.image_size < MIN_IMAGE_SIZE:
     raise UsageError(
-      f"data.image_size must be at least {MIN_IMAGE_SIZE}, "
-      f"got {config.data.image_size}"
+      f'data.image_size must be at least {MIN_IMAGE_SIZE}, '
+      f'got {config.data.image_size}'
     )
   if config.batch_size % jax.device_count():
     raise UsageError(
-      f"batch_size {config.batch_size} is not divisible by the "
-      f"{jax.device_count()} devices"
+      f'batch_size {config.batch_size} is not divisible by the '
+      f'{jax.device_count()} devices'
     )
   fractions = (config.data.val_fraction, config.data.test_fraction)
   if min(fractions) < 0 or sum(fractions) >= 1:
     raise UsageError(
-      "data.val_fraction and data.test_fraction must be >= 0 and sum "
-      f"to less than 1, got {fractions}"
+      'data.val_fraction and data.test_fraction must be >= 0 and sum '
+      f'to less than 1, got {fractions}'
     )
   if config.num_train_steps is not None and config.num_train_steps < 1:
     raise UsageError(
-      f"num_train_steps must be at least 1, got {config.num_train_steps}"
+      f'num_train_steps must be at least 1, got {config.num_train_steps}'
     )
   if config.model.name not in models.MODELS:
     raise UsageError(
-      f"unknown model.name {config.model.name!r}; known: "
-      f"{', '.join(models.MODELS)}"
+      f'unknown model.name {config.model.name!r}; known: '
+      f'{", ".join(models.MODELS)}'
     )
 
 
@@ -79,14 +79,14 @@ def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
   return max(1, config.num_epochs * num_train // config.batch_size)
 
 
-# --- Model, optimizer, steps ----------------------------------------------------
+# --- Model, optimizer, steps -------------------------------------------------
 
 
 def create_optimizer(config: ml_collections.ConfigDict):
   """The optax optimizer named by `config.name`."""
-  if config.name == "adam":
+  if config.name == 'adam':
     return optax.adam(config.learning_rate)
-  raise UsageError(f"unknown optimizer.name {config.name!r}; known: adam")
+  raise UsageError(f'unknown optimizer.name {config.name!r}; known: adam')
 
 
 def create_train_state(rng, config: ml_collections.ConfigDict) -> TrainState:
@@ -94,7 +94,7 @@ def create_train_state(rng, config: ml_collections.ConfigDict) -> TrainState:
   model = models.create_model(config.model, dtype=jnp.dtype(config.dtype))
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.float32)
-  params = model.init(rng, images)["params"]
+  params = model.init(rng, images)['params']
   return TrainState.create(
     apply_fn=model.apply, params=params, tx=create_optimizer(config.optimizer)
   )
@@ -115,29 +115,29 @@ def train_step(state: TrainState, batch, rng):
 
   def loss_fn(params):
     logits = state.apply_fn(
-      {"params": params},
-      preprocess(batch["image"]),
+      {'params': params},
+      preprocess(batch['image']),
       train=True,
-      rngs={"dropout": dropout_rng},
+      rngs={'dropout': dropout_rng},
     )
-    return binary_cross_entropy(logits, batch["label"]).mean(), logits
+    return binary_cross_entropy(logits, batch['label']).mean(), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
     state.params
   )
   state = state.apply_gradients(grads=grads)
   metrics = {
-    "loss": loss,
-    "accuracy": jnp.mean((logits >= 0) == (batch["label"] == 1)),
-    "grad_norm": optax.global_norm(grads),
+    'loss': loss,
+    'accuracy': jnp.mean((logits >= 0) == (batch['label'] == 1)),
+    'grad_norm': optax.global_norm(grads),
   }
   return state, metrics
 
 
 def eval_step(state: TrainState, batch):
   """Logits of a padded batch, with its labels and mask passed through."""
-  logits = state.apply_fn({"params": state.params}, preprocess(batch["image"]))
-  return {"logit": logits, "label": batch["label"], "mask": batch["mask"]}
+  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
+  return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
 
 
 # --- Host-side helpers -------------------------------------------------------
@@ -161,16 +161,16 @@ def evaluate(eval_fn, state, examples, config, sharding):
     )
   ]
   outputs = multihost_utils.process_allgather(outputs, tiled=True)
-  mask = np.concatenate([o["mask"] for o in outputs])
-  labels = np.concatenate([o["label"] for o in outputs])[mask]
-  logits = np.concatenate([o["logit"] for o in outputs])[mask]
+  mask = np.concatenate([o['mask'] for o in outputs])
+  labels = np.concatenate([o['label'] for o in outputs])[mask]
+  logits = np.concatenate([o['logit'] for o in outputs])[mask]
   return labels, logits.astype(np.float64)
 
 
 def first_nonfinite(step_metrics: list[dict], first_step: int):
   """(step, metrics) of the first step whose loss or gradient is not finite."""
   for offset, metrics in enumerate(step_metrics):
-    if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+    if not (np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])):
       return first_step + offset, metrics
   return None
 
@@ -201,18 +201,18 @@ class TrainLog:
     bad = first_nonfinite(step_metrics, first_step)
     if bad:
       raise FloatingPointError(
-        f"training diverged at step {bad[0]}: loss={bad[1]['loss']}, "
-        f"grad_norm={bad[1]['grad_norm']}"
+        f'training diverged at step {bad[0]}: loss={bad[1]["loss"]}, '
+        f'grad_norm={bad[1]["grad_norm"]}'
       )
     now = time.perf_counter()
     steps_per_sec = (step - self._last_step) / (now - self._last_time)
     scalars = {
-      f"train_{key}": float(np.mean([m[key] for m in step_metrics]))
+      f'train_{key}': float(np.mean([m[key] for m in step_metrics]))
       for key in step_metrics[0]
     }
-    scalars["steps_per_sec"] = steps_per_sec
-    scalars["images_per_sec"] = steps_per_sec * self._global_batch_size
-    scalars["eta_minutes"] = (self._num_steps - step) / steps_per_sec / 60
+    scalars['steps_per_sec'] = steps_per_sec
+    scalars['images_per_sec'] = steps_per_sec * self._global_batch_size
+    scalars['eta_minutes'] = (self._num_steps - step) / steps_per_sec / 60
     self._writer.write_scalars(step, scalars)
     self._pending = []
     self._last_step, self._last_time = step, now
@@ -236,7 +236,7 @@ class StopSignal:
 
   def _handle(self, signum, frame):
     del signum, frame
-    logging.warning("SIGTERM received: saving a checkpoint, then stopping.")
+    logging.warning('SIGTERM received: saving a checkpoint, then stopping.')
     self._event.set()
 
   @property
@@ -245,9 +245,9 @@ class StopSignal:
 
 
 def write_json(path: str, value) -> None:
-  with open(path, "w") as f:
+  with open(path, 'w') as f:
     json.dump(value, f, indent=2)
-    f.write("\n")
+    f.write('\n')
 
 
 # --- Entry point --------------------------------------------------------------
@@ -270,12 +270,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   # Data.
   splits = input_pipeline.load_splits(config.data)
   data_report = input_pipeline.data_report(config.data.root, splits)
-  for name, counts in data_report["splits"].items():
-    logging.info("%s split: %s", name, counts)
-  total_steps = num_train_steps(config, len(splits["train"]))
+  for name, counts in data_report['splits'].items():
+    logging.info('%s split: %s', name, counts)
+  total_steps = num_train_steps(config, len(splits['train']))
   local_batch = config.batch_size // jax.process_count()
   train_iter = input_pipeline.create_train_iterator(
-    splits["train"],
+    splits['train'],
     config.data,
     batch_size=local_batch,
     seed=config.seed,
@@ -284,8 +284,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   )
 
   # Mesh, state and compiled steps.
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  data_sharding = NamedSharding(mesh, P("data"))
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  data_sharding = NamedSharding(mesh, P('data'))
   replicated = NamedSharding(mesh, P())
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   init_fn = jax.jit(
@@ -305,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     out_shardings=data_sharding,
   )
   logging.info(
-    "%d parameters on %d devices, %d steps of batch %d.",
+    '%d parameters on %d devices, %d steps of batch %d.',
     models.count_params(state.params),
     jax.device_count(),
     total_steps,
@@ -317,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     workdir, config.checkpoints_to_keep
   )
   if manager.latest_step() is not None:
-    logging.info("Resuming from checkpoint %d.", manager.latest_step())
+    logging.info('Resuming from checkpoint %d.', manager.latest_step())
     state = checkpointing.restore(
       manager, manager.latest_step(), state, train_iter
     )
@@ -325,8 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   writer = metric_writers.create_default_writer(workdir, not is_chief)
   if is_chief:
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    write_json(os.path.join(workdir, "data_report.json"), data_report)
+    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    write_json(os.path.join(workdir, 'data_report.json'), data_report)
     if start_step == 0:
       writer.write_hparams(_flatten(config.to_dict()))
 
@@ -338,7 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     writer.write_scalars(
       step,
       {
-        f"{split}_{key}": value
+        f'{split}_{key}': value
         for key, value in result.items()
         if isinstance(value, float)
       },
@@ -366,30 +366,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       ):
         train_log.write(step)
       val_metrics = None
-      if is_eval and splits["val"]:
-        val_metrics, _, _ = run_eval("val", step)
+      if is_eval and splits['val']:
+        val_metrics, _, _ = run_eval('val', step)
       if is_checkpoint:
         checkpointing.save(
           manager,
           step,
           state,
           train_iter,
-          metrics=val_metrics and {"val_accuracy": val_metrics["accuracy"]},
+          metrics=val_metrics and {'val_accuracy': val_metrics['accuracy']},
         )
       if stop.requested:
         manager.wait_until_finished()
         writer.close()
-        logging.warning("Stopped at step %d; relaunch to resume.", step)
+        logging.warning('Stopped at step %d; relaunch to resume.', step)
         return state
   manager.wait_until_finished()
 
   # Final evaluation.
   if is_chief and val_metrics is not None:
-    write_json(os.path.join(workdir, "eval_val.json"), val_metrics)
-  if splits["test"]:
-    test_metrics, labels, logits = run_eval("test", total_steps)
+    write_json(os.path.join(workdir, 'eval_val.json'), val_metrics)
+  if splits['test']:
+    test_metrics, labels, logits = run_eval('test', total_steps)
     if is_chief:
-      write_json(os.path.join(workdir, "eval_test.json"), test_metrics)
+      write_json(os.path.join(workdir, 'eval_test.json'), test_metrics)
       report.write_report(
         workdir,
         test_metrics=test_metrics,
@@ -398,18 +398,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         step=total_steps,
       )
       logging.info(
-        "Test: %s", metrics_lib.classification_report(labels, logits)
+        'Test: %s', metrics_lib.classification_report(labels, logits)
       )
   writer.close()
   return state
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def _flatten(tree: dict, prefix: str = '') -> dict:
   """{'a': {'b': 1}} -> {'a.b': 1}, for logging the config."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
+      flat.update(_flatten(value, f'{prefix}{key}.'))
     else:
-      flat[f"{prefix}{key}"] = value
+      flat[f'{prefix}{key}'] = value
   return flat

@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoints_to_keep = 3
-  config.dtype = "float32"
+  config.dtype = 'float32'
 
   config.data = ml_collections.ConfigDict()
   config.data.root = config_dict.placeholder(str)
@@ -37,11 +37,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch_batches = 2
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "seed_cnn"
+  config.model.name = 'seed_cnn'
   config.model.conv_features = (32, 64, 128)
   config.model.dense_features = (128, 64, 32)
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
+  config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 1e-3
   return config
