@@ -8,6 +8,7 @@ tests and notebooks can import it.
   python main.py --mode=summary --config=configs/base.py
 """
 
+import os
 import sys
 
 import jax
@@ -30,6 +31,16 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config'])
 
 
+def quiet_orbax_info_logs() -> None:
+  """Keeps orbax's dozen INFO lines per checkpoint out of the training log."""
+  orbax_dir = f'{os.sep}orbax{os.sep}'
+
+  def keep(record) -> bool:
+    return record.levelno >= logging.WARNING or orbax_dir not in record.pathname
+
+  logging.get_absl_handler().addFilter(keep)
+
+
 def summary(config) -> None:
   model = models.create_model(config.model)
   rows = models.summarize(model, config.data.image_size)
@@ -40,6 +51,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   config = FLAGS.config
+  quiet_orbax_info_logs()
   try:
     if FLAGS.mode == 'summary':
       summary(config)

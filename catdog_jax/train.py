@@ -65,6 +65,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       f'num_train_steps must be at least 1, got {config.num_train_steps}'
     )
+  if config.optimizer.name not in OPTIMIZERS:
+    raise UsageError(
+      f'unknown optimizer.name {config.optimizer.name!r}; known: '
+      f'{", ".join(OPTIMIZERS)}'
+    )
   if config.model.name not in models.MODELS:
     raise UsageError(
       f'unknown model.name {config.model.name!r}; known: '
@@ -82,11 +87,13 @@ def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
 # --- Model, optimizer, steps -------------------------------------------------
 
 
+# Optimizers by `config.optimizer.name`, each taking the learning rate.
+OPTIMIZERS = {'adam': optax.adam}
+
+
 def create_optimizer(config: ml_collections.ConfigDict):
   """The optax optimizer named by `config.name`."""
-  if config.name == 'adam':
-    return optax.adam(config.learning_rate)
-  raise UsageError(f'unknown optimizer.name {config.name!r}; known: adam')
+  return OPTIMIZERS[config.name](config.learning_rate)
 
 
 def create_train_state(rng, config: ml_collections.ConfigDict) -> TrainState:
@@ -129,7 +136,7 @@ def train_step(state: TrainState, batch, rng):
   metrics = {
     'loss': loss,
     'accuracy': jnp.mean((logits >= 0) == (batch['label'] == 1)),
-    'grad_norm': optax.global_norm(grads),
+    'grad_norm': optax.tree.norm(grads),
   }
   return state, metrics
 
@@ -176,17 +183,18 @@ def first_nonfinite(step_metrics: list[dict], first_step: int):
 
 
 class TrainLog:
-  """Turns per-step device metrics into log lines at log steps.
+  """Turns per-step device metrics into log lines.
 
-  Metrics stay on the device until `write` pulls them, once per log period.
-  A non-finite loss or gradient raises FloatingPointError naming the step.
+  Metrics stay on the device until `write` pulls them, once per log period,
+  so the host never waits on a step in between. A non-finite loss or
+  gradient raises FloatingPointError naming the first bad step.
   """
 
   def __init__(self, writer, num_steps, global_batch_size, start_step):
     self._writer = writer
     self._num_steps = num_steps
     self._global_batch_size = global_batch_size
-    self._pending = []
+    self._pending = []  # Metrics of steps _last_step + 1, _last_step + 2...
     self._last_step = start_step
     self._last_time = time.perf_counter()
 
@@ -194,18 +202,20 @@ class TrainLog:
     self._pending.append(metrics)
 
   def write(self, step: int):
-    if not self._pending:
+    """Pulls and writes the metrics of the steps up to `step`."""
+    count = step - self._last_step
+    if count <= 0:
       return
-    step_metrics = jax.device_get(self._pending)
-    first_step = step - len(step_metrics) + 1
-    bad = first_nonfinite(step_metrics, first_step)
+    step_metrics = jax.device_get(self._pending[:count])
+    self._pending = self._pending[count:]
+    bad = first_nonfinite(step_metrics, self._last_step + 1)
     if bad:
       raise FloatingPointError(
         f'training diverged at step {bad[0]}: loss={bad[1]["loss"]}, '
         f'grad_norm={bad[1]["grad_norm"]}'
       )
     now = time.perf_counter()
-    steps_per_sec = (step - self._last_step) / (now - self._last_time)
+    steps_per_sec = count / (now - self._last_time)
     scalars = {
       f'train_{key}': float(np.mean([m[key] for m in step_metrics]))
       for key in step_metrics[0]
@@ -214,8 +224,11 @@ class TrainLog:
     scalars['images_per_sec'] = steps_per_sec * self._global_batch_size
     scalars['eta_minutes'] = (self._num_steps - step) / steps_per_sec / 60
     self._writer.write_scalars(step, scalars)
-    self._pending = []
     self._last_step, self._last_time = step, now
+
+  def restart_clock(self):
+    """Leaves the time since the last write (evaluation, saving) unmeasured."""
+    self._last_time = time.perf_counter()
 
 
 class StopSignal:
@@ -345,42 +358,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     )
     return result, labels, logits
 
-  # Train.
+  # Train. Logging at step N waits until step N + 1 is dispatched; steps
+  # that evaluate or save sync anyway, and check for divergence first.
   train_log = TrainLog(writer, total_steps, config.batch_size, start_step)
-  val_metrics = None
+  val_metrics = log_due = None
   with StopSignal() as stop:
     for step in range(start_step + 1, total_steps + 1):
       batch = to_global(next(train_iter), data_sharding)
       state, metrics = p_train_step(state, batch, step_rng)
       train_log.append(metrics)
+      if log_due:
+        train_log.write(log_due)
       is_last = step == total_steps
       is_eval = is_last or step % config.eval_every_steps == 0
       is_checkpoint = (
         is_last or stop.requested or step % config.checkpoint_every_steps == 0
       )
-      if (
-        is_last
-        or is_eval
-        or is_checkpoint
-        or (step % config.log_every_steps == 0)
-      ):
-        train_log.write(step)
-      val_metrics = None
+      log_due = step if step % config.log_every_steps == 0 else None
+      if not (is_eval or is_checkpoint):
+        continue
+      train_log.write(step)
+      log_due = val_metrics = None
       if is_eval and splits['val']:
         val_metrics, _, _ = run_eval('val', step)
       if is_checkpoint:
-        checkpointing.save(
-          manager,
-          step,
-          state,
-          train_iter,
-          metrics=val_metrics and {'val_accuracy': val_metrics['accuracy']},
-        )
+        best_metric = val_metrics and {'val_accuracy': val_metrics['accuracy']}
+        checkpointing.save(manager, step, state, train_iter, best_metric)
       if stop.requested:
         manager.wait_until_finished()
         writer.close()
         logging.warning('Stopped at step %d; relaunch to resume.', step)
         return state
+      train_log.restart_clock()
   manager.wait_until_finished()
 
   # Final evaluation.

@@ -1,0 +1,66 @@
+"""Tests for catdog_jax.models."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from catdog_jax import models
+from configs import base
+
+
+def seed_model():
+  return models.create_model(base.get_config().model)
+
+
+def test_seed_cnn_has_the_seed_parameter_count():
+  images = jnp.zeros((1, 255, 255, 3))
+  variables = jax.eval_shape(seed_model().init, jax.random.key(0), images)
+  assert models.count_params(variables['params']) == 16_880_961
+
+
+def test_summary_matches_the_seed_table():
+  rows = models.summarize(seed_model(), 255)
+  names = [row[0] for row in rows]
+  assert names == [
+      'conv1', 'pool1', 'conv2', 'pool2', 'conv3', 'pool3', 'flatten',
+      'dense1', 'dense2', 'dense3', 'logit',
+  ]  # fmt: skip
+  shapes = {row[0]: row[2] for row in rows}
+  assert shapes['pool1'] == ('None', 128, 128, 32)
+  assert shapes['pool3'] == ('None', 32, 32, 128)
+  assert shapes['flatten'] == ('None', 131072)
+  assert sum(row[3] for row in rows) == 16_880_961
+  table = models.format_summary(rows)
+  assert '131072' in table and '16,880,961' in table
+
+
+@pytest.mark.parametrize('size, flat', [(96, 12 * 12 * 128), (64, 8192)])
+def test_flatten_width_follows_image_size(size, flat):
+  rows = models.summarize(seed_model(), size)
+  assert dict((r[0], r[2]) for r in rows)['flatten'] == ('None', flat)
+
+
+def test_forward_gives_one_logit_per_image():
+  model = models.create_model(
+    ml_collections.ConfigDict(
+      {'name': 'seed_cnn', 'conv_features': (4,), 'dense_features': (8,)}
+    )
+  )
+  images = jnp.ones((3, 20, 20, 3))
+  variables = model.init(jax.random.key(0), images)
+  logits = model.apply(variables, images)
+  assert logits.shape == (3,) and logits.dtype == jnp.float32
+
+
+def test_bfloat16_computation_keeps_float32_params():
+  model = models.create_model(base.get_config().model, dtype=jnp.bfloat16)
+  images = jnp.zeros((1, 32, 32, 3))
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  dtypes = {x.dtype for x in jax.tree.leaves(variables)}
+  assert dtypes == {jnp.dtype('float32')}
+
+
+def test_unknown_model_lists_the_known_ones():
+  with pytest.raises(ValueError, match='known: seed_cnn'):
+    models.create_model(ml_collections.ConfigDict({'name': 'vgg'}))

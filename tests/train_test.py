@@ -1,0 +1,131 @@
+"""Tests for catdog_jax.train: steps, settings, and whole runs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from catdog_jax import train
+from catdog_jax.errors import UsageError
+from tests import conftest
+
+
+def tiny_state(config):
+  return train.create_train_state(jax.random.key(0), config)
+
+
+def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  rng = np.random.default_rng(0)
+  labels = np.array([0, 1] * 4, np.int32)
+  images = np.stack([conftest.synthetic_image(y, rng, 32) for y in labels])
+  batch = {'image': images, 'label': labels}
+  step = jax.jit(train.train_step)
+  state = tiny_state(config)
+  losses = []
+  for _ in range(30):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics['loss']))
+  assert int(state.step) == 30
+  assert losses[-1] < 0.5 * losses[0]
+  assert np.isfinite(float(metrics['grad_norm']))
+
+
+def test_eval_step_passes_labels_and_mask_through(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  batch = {
+    'image': np.zeros((4, 32, 32, 3), np.uint8),
+    'label': np.array([0, 1, 1, 0], np.int32),
+    'mask': np.array([True, True, True, False]),
+  }
+  out = train.eval_step(tiny_state(config), batch)
+  assert out['logit'].shape == (4,)
+  np.testing.assert_array_equal(out['mask'], batch['mask'])
+
+
+@pytest.mark.parametrize(
+  'override, message',
+  [
+    ({'data__root': None}, 'set the data folder'),
+    ({'batch_size': 0}, 'batch_size must be at least 1'),
+    ({'data__image_size': 8}, 'image_size must be at least 16'),
+    ({'model__name': 'vgg'}, "unknown model.name 'vgg'; known: seed_cnn"),
+    ({'optimizer__name': 'lion'}, 'unknown optimizer.name'),
+    ({'num_train_steps': 0}, 'num_train_steps must be at least 1'),
+    ({'data__val_fraction': 0.6, 'data__test_fraction': 0.5}, 'sum'),
+  ],
+)
+def test_check_config_rejects_bad_settings(override, message):
+  config = conftest.tiny_config('/data', **override)
+  with pytest.raises(UsageError, match=message):
+    train.check_config(config)
+
+
+def test_num_train_steps_from_epochs():
+  config = conftest.tiny_config('/data', num_train_steps=None)
+  config.num_epochs = 3
+  assert train.num_train_steps(config, num_train=100) == 3 * 100 // 8
+  config.num_train_steps = 7
+  assert train.num_train_steps(config, num_train=100) == 7
+
+
+def test_first_nonfinite_names_the_step():
+  metrics = [
+    {'loss': 0.5, 'grad_norm': 1.0},
+    {'loss': 0.4, 'grad_norm': np.inf},
+  ]
+  assert train.first_nonfinite(metrics, first_step=11)[0] == 12
+  assert train.first_nonfinite(metrics[:1], first_step=11) is None
+
+
+def read_json(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+def test_train_and_evaluate_writes_the_workdir(folder_dataset, tmp_path):
+  config = conftest.tiny_config(folder_dataset, num_train_steps=40)
+  workdir = str(tmp_path)
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 40
+
+  checkpoints = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert checkpoints == ['20', '30', '40']  # checkpoints_to_keep = 3
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+
+  test = read_json(workdir, 'eval_test.json')
+  for key in ('accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'log_loss'):
+    assert 0 <= test[key] <= (1 if key != 'log_loss' else 10)
+  data = read_json(workdir, 'data_report.json')
+  assert test['num_examples'] == sum(data['splits']['test'].values())
+  assert sum(sum(test['confusion_matrix'], [])) == test['num_examples']
+  # Red cats and blue dogs: even 40 tiny steps separate them.
+  assert test['accuracy'] >= 0.9
+  assert sum(sum(c.values()) for c in data['splits'].values()) == 80
+  assert read_json(workdir, 'config.json')['model']['conv_features'] == [4, 8]
+
+  with open(os.path.join(workdir, 'report.md')) as f:
+    report = f.read()
+  assert 'macro avg' in report and f'{test["accuracy"]:.4f}' in report
+  assert '| true \\ predicted | cat | dog |' in report
+
+
+def test_resumed_run_ends_like_a_straight_run(flat_dataset, tmp_path):
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(
+    conftest.tiny_config(flat_dataset, num_train_steps=30), straight
+  )
+  resumed = str(tmp_path / 'resumed')
+  train.train_and_evaluate(
+    conftest.tiny_config(flat_dataset, num_train_steps=13), resumed
+  )
+  state = train.train_and_evaluate(
+    conftest.tiny_config(flat_dataset, num_train_steps=30), resumed
+  )
+  assert int(state.step) == 30
+  expected = read_json(straight, 'eval_test.json')['log_loss']
+  assert read_json(resumed, 'eval_test.json')['log_loss'] == pytest.approx(
+    expected, rel=1e-6
+  )
