@@ -38,7 +38,7 @@ def quiet_orbax_info_logs() -> None:
   def keep(record) -> bool:
     return record.levelno >= logging.WARNING or orbax_dir not in record.pathname
 
-  logging.get_absl_handler().addFilter(keep)
+  logging.get_absl_handler().python_handler.addFilter(keep)
 
 
 def summary(config) -> None:

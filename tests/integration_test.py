@@ -1,0 +1,52 @@
+"""Integration test on real Kaggle photos in ../shared/data/kaggle200.
+
+Skipped when that folder is absent (a user's fresh clone has no ../shared).
+"""
+
+import json
+import os
+
+import pytest
+
+from catdog_jax import input_pipeline
+from catdog_jax import train
+from configs import base
+from tests import conftest
+
+KAGGLE200 = os.path.join(conftest.SHARED_DATA, 'kaggle200')
+
+pytestmark = pytest.mark.skipif(
+  not os.path.isdir(KAGGLE200), reason=f'{KAGGLE200} is absent'
+)
+
+
+def test_kaggle200_split_is_stratified_and_disjoint():
+  config = base.get_config().data
+  config.root = KAGGLE200
+  splits = input_pipeline.load_splits(config)
+  counts = {name: input_pipeline.class_counts(s) for name, s in splits.items()}
+  assert sum(sum(c.values()) for c in counts.values()) == 20_000
+  for name, fraction in (('val', 0.1), ('test', 0.1), ('train', 0.8)):
+    for label in ('cat', 'dog'):
+      assert counts[name][label] == pytest.approx(10_000 * fraction, rel=0.05)
+  digests = [{e.digest for e in s} for s in splits.values()]
+  assert not (digests[0] & digests[1] or digests[0] & digests[2])
+  assert not digests[1] & digests[2]
+
+
+def test_seed_cnn_trains_on_kaggle200(tmp_path):
+  config = base.get_config()
+  config.data.root = KAGGLE200
+  config.data.image_size = 48
+  config.num_train_steps = 40
+  config.batch_size = 16
+  config.eval_every_steps = config.checkpoint_every_steps = 20
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 40
+  with open(tmp_path / 'eval_test.json') as f:
+    test = json.load(f)
+  with open(tmp_path / 'data_report.json') as f:
+    report = json.load(f)
+  assert test['num_examples'] == sum(report['splits']['test'].values())
+  assert 0 < test['log_loss'] < 2
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20', '40']
