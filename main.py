@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from catdog_jax import audit
 from catdog_jax import models
 from catdog_jax import train
 from catdog_jax.errors import UsageError
@@ -24,7 +25,13 @@ from catdog_jax.errors import UsageError
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string('workdir', None, 'Where checkpoints and reports go.')
-flags.DEFINE_enum('mode', 'train', ['train', 'summary'], 'What to do.')
+flags.DEFINE_enum(
+  'mode',
+  'train',
+  ['train', 'summary', 'audit'],
+  'train: train, evaluate, checkpoint. summary: the model table. audit: '
+  'index, check and de-duplicate the data, write data_report.json.',
+)
 config_flags.DEFINE_config_file(
   'config', None, 'Training configuration file.', lock_config=True
 )
@@ -57,7 +64,10 @@ def main(argv):
       summary(config)
       return
     if not FLAGS.workdir:
-      raise UsageError('--workdir is required for --mode=train')
+      raise UsageError(f'--workdir is required for --mode={FLAGS.mode}')
+    if FLAGS.mode == 'audit':
+      print(audit.format_audit(audit.run_audit(config.data, FLAGS.workdir)))
+      return
     logging.info(
       'JAX process %d of %d, devices: %s',
       jax.process_index(),

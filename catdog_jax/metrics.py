@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from catdog_jax.input_pipeline import CLASS_NAMES
+from catdog_jax.dataset import CLASS_NAMES
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import os
 
-from catdog_jax.input_pipeline import CLASS_NAMES
+from catdog_jax.dataset import CLASS_NAMES
 
 
 def confusion_table(confusion: list[list[int]]) -> str:

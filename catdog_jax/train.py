@@ -21,7 +21,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from catdog_jax import audit
 from catdog_jax import checkpointing
+from catdog_jax import dataset
 from catdog_jax import input_pipeline
 from catdog_jax import metric_writers
 from catdog_jax import metrics as metrics_lib
@@ -281,8 +283,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   os.makedirs(workdir, exist_ok=True)
 
   # Data.
-  splits = input_pipeline.load_splits(config.data)
-  data_report = input_pipeline.data_report(config.data.root, splits)
+  splits, data_report = dataset.load_splits(
+    config.data, os.path.join(workdir, dataset.CACHE_FILENAME)
+  )
   for name, counts in data_report['splits'].items():
     logging.info('%s split: %s', name, counts)
   total_steps = num_train_steps(config, len(splits['train']))
@@ -339,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   writer = metric_writers.create_default_writer(workdir, not is_chief)
   if is_chief:
     write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-    write_json(os.path.join(workdir, 'data_report.json'), data_report)
+    audit.write_data_report(workdir, data_report)
     if start_step == 0:
       writer.write_hparams(_flatten(config.to_dict()))
 

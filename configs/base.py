@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Decode threads; 0 means one per CPU core.
   config.data.num_workers = 0
   config.data.prefetch_batches = 2
+  # Images whose header claims more pixels are skipped before decoding.
+  config.data.max_pixels = 50_000_000
+  # Perceptual hashes this close (in bits, of 64) mark near duplicates.
+  config.data.near_duplicate_bits = 8
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seed_cnn'
