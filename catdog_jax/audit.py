@@ -21,7 +21,7 @@ def write_data_report(workdir: str, report: dict) -> str:
 def run_audit(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Indexes `config.root`, writes `workdir/data_report.json`, returns it."""
   os.makedirs(workdir, exist_ok=True)
-  _, report = dataset.load_splits(
+  _, _, report = dataset.load_splits(
     config, os.path.join(workdir, dataset.CACHE_FILENAME)
   )
   write_data_report(workdir, report)

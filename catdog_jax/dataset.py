@@ -1,10 +1,6 @@
-"""Finding, checking, de-duplicating and splitting labelled image files.
+"""Indexing a source: checking, de-duplicating and splitting its images.
 
-Two folder layouts are recognised, per file: class folders (`cats/`, `Dog/`,
-Microsoft's `PetImages/Cat/`; any case, at any depth) and Kaggle's flat names
-(`cat.123.jpg`). Class 0 is cat, 1 is dog.
-
-Every file is read and decoded once when indexed; unusable ones are skipped
+Every item is read and decoded once when indexed; unusable ones are skipped
 with a reason. The results are cached in the workdir, keyed by path, size and
 modification time, so a second run decodes nothing it has seen.
 
@@ -21,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import stat
 import time
 from collections.abc import Sequence
 
@@ -31,130 +26,70 @@ from absl import logging
 
 from catdog_jax import duplicates
 from catdog_jax import images
+from catdog_jax import sources
 from catdog_jax.errors import UsageError
+from catdog_jax.sources import CLASS_NAMES
 
-CLASS_NAMES = ('cat', 'dog')
 SPLITS = ('train', 'val', 'test')
-# Extensions OpenCV's image decoders read; matched case-insensitively.
-IMAGE_EXTENSIONS = frozenset({
-    '.avif', '.bmp', '.dib', '.gif', '.hdr', '.jp2', '.jpe', '.jpeg', '.jpg',
-    '.pbm', '.pfm', '.pgm', '.pic', '.png', '.pnm', '.ppm', '.pxm', '.ras',
-    '.sr', '.tif', '.tiff', '.webp',
-})  # fmt: skip
-_FOLDER_LABELS = {'cat': 0, 'cats': 0, 'dog': 1, 'dogs': 1}
 CACHE_VERSION = 1
 CACHE_FILENAME = 'index_cache.json'
 
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """One usable labelled image: absolute path, class id, split key.
+  """One usable labelled image: its key in the source, class id, split key.
 
-  `split_key` is the content digest of the first file of its duplicate group
+  `split_key` is the content digest of the first item of its duplicate group
   (its own digest when it has no duplicates).
   """
 
-  path: str
+  key: str
   label: int
   split_key: str
 
 
 @dataclasses.dataclass
 class DatasetIndex:
-  """What indexing found under `root`."""
+  """What indexing found in a source."""
 
-  root: str
+  description: str  # The folder, or tfds:NAME/SPLIT.
   num_files: int
   examples: list[Example]
-  skipped: list[dict[str, str]]  # {'path': relative, 'reason': why}
-  duplicate_groups: list[list[str]]  # relative paths, groups of 2 or more
+  skipped: list[dict[str, str]]  # {'path': key, 'reason': why}
+  duplicate_groups: list[list[str]]  # Keys, groups of 2 or more.
   exact_groups: int
   conflicting_label_groups: list[list[str]]
 
 
-# --- Finding files ------------------------------------------------------------
+# --- Checking items -----------------------------------------------------------
 
 
-def label_from_path(relative_path: str) -> int | None:
-  """Class id from the nearest class folder, else the Kaggle flat name."""
-  *folders, filename = relative_path.split(os.sep)
-  for folder in reversed(folders):
-    if folder.lower() in _FOLDER_LABELS:
-      return _FOLDER_LABELS[folder.lower()]
-  prefix = filename.lower().split('.', 1)[0]
-  if '.' in filename and prefix in ('cat', 'dog'):
-    return CLASS_NAMES.index(prefix)
-  return None
-
-
-def is_image_file(path: str) -> bool:
-  return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def list_labelled_files(root: str) -> tuple[list[tuple[str, int]], list[str]]:
-  """Labelled image names under `root`, and folders named like images.
-
-  Returns:
-    Sorted (relative path, label) pairs, and the relative paths of folders
-    whose names end in an image extension (searched, but reported).
-  """
-  found, image_named_folders = [], []
-  for folder, subfolders, filenames in os.walk(root):
-    subfolders.sort()
-    for name in subfolders:
-      if is_image_file(name):
-        image_named_folders.append(
-          os.path.relpath(os.path.join(folder, name), root)
-        )
-    for filename in sorted(filenames):
-      path = os.path.relpath(os.path.join(folder, filename), root)
-      label = label_from_path(path)
-      if label is not None and is_image_file(filename):
-        found.append((path, label))
-  return found, image_named_folders
-
-
-# --- Checking files -----------------------------------------------------------
-
-
-def digest(data: bytes) -> str:
+def digest(data) -> str:
   return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def file_key(path: str) -> dict[str, int] | None:
-  """Size and mtime that key the cache; None when the file can't be stat'ed."""
-  try:
-    info = os.stat(path)
-  except OSError:
-    return None
-  return {'size': info.st_size, 'mtime_ns': info.st_mtime_ns}
-
-
-def inspect_file(path: str, max_pixels: int) -> dict[str, object]:
-  """Reads, checks and fingerprints one file; never raises.
+def inspect_item(source, key: str, max_pixels: int) -> dict[str, object]:
+  """Reads, checks and fingerprints one item; never raises.
 
   Returns:
-    {'digest', 'pixel_digest', 'phash'} for a usable image, else
-    {'reason'}; both with the file's size and mtime when it has them.
+    {'label', 'digest', 'pixel_digest', 'phash'} for a usable image, else
+    {'reason'}; both with the source's cache key fields.
   """
-  key = file_key(path) or {}
+  cache_key = source.cache_key(key) or {}
   try:
-    if not stat.S_ISREG(os.stat(path).st_mode):
-      return {**key, 'reason': 'not a regular file'}
-    with open(path, 'rb') as f:
-      data = f.read()
+    image, data, label = source.inspect(key, max_pixels)
   except OSError as e:
-    return {**key, 'reason': f'cannot read: {e.strerror or e}'}
-  try:
-    image = images.check_and_decode(data, max_pixels)
+    return {**cache_key, 'reason': f'cannot read: {e.strerror or e}'}
   except images.UnusableImageError as e:
-    return {**key, 'reason': str(e)}
+    return {**cache_key, 'reason': str(e)}
   except Exception as e:  # noqa: BLE001 - a decoder bug must not stop a run.
-    return {**key, 'reason': f'cannot decode: {type(e).__name__}: {e}'}
+    return {**cache_key, 'reason': f'cannot decode: {type(e).__name__}: {e}'}
+  pixel_digest = digest(np.ascontiguousarray(image).data)
   return {
-    **key,
-    'digest': digest(data),
-    'pixel_digest': digest(np.ascontiguousarray(image).data),
+    **cache_key,
+    'label': label,
+    'digest': pixel_digest if data is None else digest(data),
+    'pixel_digest': pixel_digest,
     'phash': f'{duplicates.perceptual_hash(image):016x}',
   }
 
@@ -186,45 +121,42 @@ def write_cache(cache_path: str, max_pixels: int, records: dict) -> None:
   os.replace(temporary, cache_path)
 
 
-def inspect_files(
-  root: str,
-  relative_paths: Sequence[str],
-  max_pixels: int,
-  num_workers: int,
+def inspect_all(
+  source,
+  keys: Sequence[str],
+  config: ml_collections.ConfigDict,
   cache_path: str | None,
 ) -> dict[str, dict]:
-  """`inspect_file` for every path, reusing cached records that still match."""
-  cached = read_cache(cache_path, max_pixels)
+  """`inspect_item` for every key on all cores, reusing valid cached records."""
+  cached = read_cache(cache_path, config.max_pixels)
   records, todo = {}, []
-  for path in relative_paths:
-    record = cached.get(path)
-    key = file_key(os.path.join(root, path))
-    if record and key and all(record.get(k) == v for k, v in key.items()):
-      records[path] = record
-    else:
-      todo.append(path)
-  logging.info(
-    'Indexing %d files (%d cached) under %s.',
-    len(relative_paths),
-    len(records),
-    root,
-  )
-  start = time.perf_counter()
-  with concurrent.futures.ThreadPoolExecutor(num_workers or None) as pool:
-    results = pool.map(
-      lambda p: inspect_file(os.path.join(root, p), max_pixels), todo
-    )
-    for done, (path, record) in enumerate(
-      zip(todo, results, strict=True), start=1
+  for key in keys:
+    record, cache_key = cached.get(key), source.cache_key(key)
+    if (
+      record
+      and cache_key
+      and all(record.get(k) == v for k, v in cache_key.items())
     ):
-      records[path] = record
+      records[key] = record
+    else:
+      todo.append(key)
+  logging.info('Indexing %d images (%d cached) in %s.', len(keys),
+               len(records), source.description)  # fmt: skip
+  start = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(
+    config.num_workers or None
+  ) as pool:
+    results = pool.map(
+      lambda key: inspect_item(source, key, config.max_pixels), todo
+    )
+    for done, (key, record) in enumerate(zip(todo, results, strict=True), 1):
+      records[key] = record
       if done % 2000 == 0 or done == len(todo):
         rate = done / (time.perf_counter() - start)
-        logging.info(
-          'Indexed %d/%d new files (%.0f files/s).', done, len(todo), rate
-        )
+        logging.info('Checked %d/%d new images (%.0f/s).', done, len(todo),
+                     rate)  # fmt: skip
   if cache_path and todo:
-    write_cache(cache_path, max_pixels, records)
+    write_cache(cache_path, config.max_pixels, records)
   return records
 
 
@@ -246,62 +178,40 @@ def duplicate_group_ids(records: Sequence[dict], max_bits: int) -> np.ndarray:
 
 
 def build_index(
-  config: ml_collections.ConfigDict, cache_path: str | None = None
+  source, config: ml_collections.ConfigDict, cache_path: str | None = None
 ) -> DatasetIndex:
-  """Finds, checks and groups the labelled images under `config.root`.
-
-  Raises:
-    UsageError: if `config.root` is not a folder.
-  """
-  if not config.root or not os.path.isdir(config.root):
-    raise UsageError(f'data.root {config.root!r} is not a folder')
-  root = os.path.abspath(config.root)
-  files, image_named_folders = list_labelled_files(root)
-  records = inspect_files(
-    root,
-    [p for p, _ in files],
-    config.max_pixels,
-    config.num_workers,
-    cache_path,
-  )
-  skipped = [
-    {'path': p, 'reason': 'a folder, not an image file'}
-    for p in image_named_folders
-  ]
+  """Lists, checks and groups the labelled images of `source`."""
+  keys, skipped = source.list_keys()
+  num_files = len(keys) + len(skipped)
+  records = inspect_all(source, keys, config, cache_path)
   skipped += [
-    {'path': p, 'reason': records[p]['reason']}
-    for p, _ in files
-    if 'reason' in records[p]
-  ]
-  usable = [(p, label) for p, label in files if 'reason' not in records[p]]
-  usable_records = [records[p] for p, _ in usable]
-  group_of = duplicate_group_ids(usable_records, config.near_duplicate_bits)
-
+    {'path': key, 'reason': records[key]['reason']}
+    for key in keys if 'reason' in records[key]
+  ]  # fmt: skip
+  usable = [key for key in keys if 'reason' not in records[key]]
+  group_of = duplicate_group_ids(
+    [records[k] for k in usable], config.near_duplicate_bits
+  )
   members = collections.defaultdict(list)
-  for i, group in enumerate(group_of):
-    members[group].append(i)
+  for key, group in zip(usable, group_of, strict=True):
+    members[group].append(key)
   examples = [
-    Example(
-      os.path.join(root, path),
-      label,
-      usable_records[members[group_of[i]][0]]['digest'],
-    )
-    for i, (path, label) in enumerate(usable)
-  ]
+    Example(key, records[key]['label'],
+            records[members[group][0]]['digest'])
+    for key, group in zip(usable, group_of, strict=True)
+  ]  # fmt: skip
   groups = [m for m in members.values() if len(m) > 1]
   return DatasetIndex(
-    root=root,
-    num_files=len(files) + len(image_named_folders),
+    description=source.description,
+    num_files=num_files,
     examples=examples,
     skipped=skipped,
-    duplicate_groups=[[usable[i][0] for i in m] for m in groups],
+    duplicate_groups=groups,
     exact_groups=sum(
-      len({usable_records[i]['pixel_digest'] for i in m}) == 1 for m in groups
+      len({records[k]['pixel_digest'] for k in m}) == 1 for m in groups
     ),
     conflicting_label_groups=[
-      [usable[i][0] for i in m]
-      for m in groups
-      if len({usable[i][1] for i in m}) > 1
+      m for m in groups if len({records[k]['label'] for k in m}) > 1
     ],
   )
 
@@ -342,13 +252,9 @@ def cross_split_groups(
   index: DatasetIndex, splits: dict[str, list[Example]]
 ) -> int:
   """Duplicate groups whose members landed in more than one split."""
-  split_by_path = {
-    os.path.relpath(e.path, index.root): name
-    for name, split in splits.items()
-    for e in split
-  }
+  split_of_key = {e.key: name for name, split in splits.items() for e in split}
   return sum(
-    len({split_by_path[p] for p in group}) > 1
+    len({split_of_key[k] for k in group}) > 1
     for group in index.duplicate_groups
   )
 
@@ -360,7 +266,7 @@ def check_splits(
   counts = class_counts([e for split in splits.values() for e in split])
   if not any(counts.values()):
     raise UsageError(
-      f'no usable labelled images under {config.root!r}: expected class '
+      f'no usable labelled images in {config.root!r}: expected class '
       'folders (cats/ and dogs/, Cat/ and Dog/) or names like cat.1.jpg'
     )
   missing = [name for name, count in counts.items() if count == 0]
@@ -387,7 +293,7 @@ def data_report(
 ) -> dict[str, object]:
   """The JSON-able account of what was found, skipped, grouped and split."""
   return {
-    'root': index.root,
+    'root': index.description,
     'num_files': index.num_files,
     'num_used': len(index.examples),
     'skipped': index.skipped,
@@ -402,15 +308,18 @@ def data_report(
   }
 
 
-def load_splits(
-  config: ml_collections.ConfigDict, cache_path: str | None = None
-) -> tuple[dict[str, list[Example]], dict[str, object]]:
-  """Indexes and splits `config.root`; returns the splits and data report.
+def load_splits(config: ml_collections.ConfigDict, cache_path: str | None):
+  """Opens, indexes and splits the data `config` names.
+
+  Returns:
+    (source, splits, data report): the source loads the examples' pixels.
 
   Raises:
-    UsageError: on a missing folder, a missing class or an empty split.
+    UsageError: on a source that cannot be opened, a missing class or an
+      empty split.
   """
-  index = build_index(config, cache_path)
+  source = sources.create_source(config)
+  index = build_index(source, config, cache_path)
   splits = split_examples(
     index.examples, config.val_fraction, config.test_fraction
   )
@@ -421,4 +330,4 @@ def load_splits(
       len(index.skipped),
       index.skipped[:5],
     )
-  return splits, data_report(index, splits)
+  return source, splits, data_report(index, splits)

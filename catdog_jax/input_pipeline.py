@@ -17,14 +17,20 @@ from catdog_jax import images
 from catdog_jax.dataset import Example
 
 
-def load_example(example: Example, image_size: int) -> dict[str, np.ndarray]:
-  """Reads and decodes one file into {'image', 'label'}."""
-  with open(example.path, 'rb') as f:
-    data = f.read()
+def load_example(
+  example: Example, source, image_size: int
+) -> dict[str, np.ndarray]:
+  """Loads one indexed example into {'image', 'label'}.
+
+  Raises:
+    ValueError: naming the item, if it changed since it was indexed.
+  """
   try:
-    image = images.decode_image(data, image_size)
-  except images.UnusableImageError as e:
-    raise ValueError(f'{example.path}: {e}') from e
+    image = images.resize(source.load(example.key), image_size)
+  except (OSError, images.UnusableImageError) as e:
+    raise ValueError(
+      f'{example.key} changed since it was indexed ({e}); run again to re-index'
+    ) from e
   return {'image': image, 'label': np.int32(example.label)}
 
 
@@ -33,6 +39,7 @@ def load_example(example: Example, image_size: int) -> dict[str, np.ndarray]:
 
 def create_train_iterator(
   examples: Sequence[Example],
+  source,
   config: ml_collections.ConfigDict,
   *,
   batch_size: int,
@@ -48,6 +55,7 @@ def create_train_iterator(
 
   Args:
     examples: the training examples.
+    source: where their pixels come from (`sources.create_source`).
     config: the `data` config (image_size, num_workers, prefetch_batches).
     batch_size: examples per batch on this shard.
     seed: seed of the shuffle.
@@ -56,7 +64,9 @@ def create_train_iterator(
   """
   ds = grain.MapDataset.source(list(examples)).seed(seed).shuffle().repeat()
   ds = ds[shard_index::shard_count]
-  ds = ds.map(functools.partial(load_example, image_size=config.image_size))
+  ds = ds.map(
+    functools.partial(load_example, source=source, image_size=config.image_size)
+  )
   read_options = grain.ReadOptions(
     num_threads=config.num_workers or os.cpu_count(),
     prefetch_buffer_size=config.prefetch_batches * batch_size,
@@ -67,6 +77,7 @@ def create_train_iterator(
 
 def eval_batches(
   examples: Sequence[Example],
+  source,
   config: ml_collections.ConfigDict,
   *,
   batch_size: int,
@@ -77,7 +88,7 @@ def eval_batches(
   and every example is evaluated exactly once.
   """
   ds = grain.MapDataset.source(list(examples)).map(
-    functools.partial(load_example, image_size=config.image_size)
+    functools.partial(load_example, source=source, image_size=config.image_size)
   )
   read_options = grain.ReadOptions(
     num_threads=config.num_workers or os.cpu_count(),

@@ -43,7 +43,7 @@ class TrainState(train_state.TrainState):
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
-  if not config.data.root:
+  if config.data.source == 'folder' and not config.data.root:
     raise UsageError('set the data folder: --config.data.root=PATH')
   if config.batch_size < 1:
     raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
@@ -159,14 +159,14 @@ def to_global(batch, sharding):
   )
 
 
-def evaluate(eval_fn, state, examples, config, sharding):
+def evaluate(eval_fn, state, examples, source, config, sharding):
   """Labels and logits of every example, in float64 on the host."""
   local_batch = config.batch_size // jax.process_count()
   shard = examples[jax.process_index() :: jax.process_count()]
   outputs = [
     eval_fn(state, to_global(batch, sharding))
     for batch in input_pipeline.eval_batches(
-      shard, config.data, batch_size=local_batch
+      shard, source, config.data, batch_size=local_batch
     )
   ]
   outputs = multihost_utils.process_allgather(outputs, tiled=True)
@@ -283,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   os.makedirs(workdir, exist_ok=True)
 
   # Data.
-  splits, data_report = dataset.load_splits(
+  source, splits, data_report = dataset.load_splits(
     config.data, os.path.join(workdir, dataset.CACHE_FILENAME)
   )
   for name, counts in data_report['splits'].items():
@@ -292,6 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   local_batch = config.batch_size // jax.process_count()
   train_iter = input_pipeline.create_train_iterator(
     splits['train'],
+    source,
     config.data,
     batch_size=local_batch,
     seed=config.seed,
@@ -348,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   def run_eval(split: str, step: int) -> dict:
     labels, logits = evaluate(
-      p_eval_step, state, splits[split], config, data_sharding
+      p_eval_step, state, splits[split], source, config, data_sharding
     )
     result = metrics_lib.classification_metrics(labels, logits)
     writer.write_scalars(

@@ -28,7 +28,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.dtype = 'float32'
 
   config.data = ml_collections.ConfigDict()
+  # 'folder' reads data.root; 'tfds' reads the prepared TFDS dataset
+  # data.name (split data.tfds_split, carved into train/val/test).
+  config.data.source = 'folder'
   config.data.root = config_dict.placeholder(str)
+  config.data.name = 'cats_vs_dogs'
+  config.data.tfds_split = 'train'
+  config.data.tfds_data_dir = config_dict.placeholder(str)
   config.data.image_size = 255
   config.data.val_fraction = 0.1
   config.data.test_fraction = 0.1

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from catdog_jax import dataset
+from catdog_jax import sources
 from catdog_jax.errors import UsageError
 from tests import conftest
 
@@ -15,8 +16,9 @@ def data_config(root, **overrides):
   return conftest.tiny_config(str(root), **overrides).data
 
 
-def relative_paths(index):
-  return sorted(os.path.relpath(e.path, index.root) for e in index.examples)
+def build_index(root, cache_path=None):
+  config = data_config(root)
+  return dataset.build_index(sources.create_source(config), config, cache_path)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,7 @@ def relative_paths(index):
   ],
 )
 def test_label_from_path(path, label):
-  assert dataset.label_from_path(path) == label
+  assert sources.label_from_path(path) == label
 
 
 def test_only_image_extensions_count_in_any_case(tmp_path):
@@ -43,8 +45,8 @@ def test_only_image_extensions_count_in_any_case(tmp_path):
   shutil.copy(tmp_path / 'Cats' / '0.jpg', tmp_path / 'Cats' / 'UPPER.JPG')
   for name in ('notes.txt', 'Thumbs.db'):
     (tmp_path / 'Cats' / name).write_bytes(b'x')
-  index = dataset.build_index(data_config(tmp_path))
-  assert relative_paths(index) == [
+  index = build_index(tmp_path)
+  assert sorted(e.key for e in index.examples) == [
     os.path.join('Cats', '0.jpg'),
     os.path.join('Cats', 'UPPER.JPG'),
     os.path.join('Dogs', '0.jpg'),
@@ -55,10 +57,9 @@ def test_only_image_extensions_count_in_any_case(tmp_path):
 @pytest.mark.parametrize('layout', ['flat', 'folders'])
 def test_both_layouts_are_indexed(tmp_path, layout):
   conftest.write_dataset(tmp_path, layout, per_class=5)
-  examples = dataset.build_index(data_config(tmp_path)).examples
+  examples = build_index(tmp_path).examples
   assert len(examples) == 10
   assert sorted(e.label for e in examples) == [0] * 5 + [1] * 5
-  assert all(os.path.isabs(e.path) for e in examples)
 
 
 def test_unusable_files_are_skipped_with_reasons(tmp_path):
@@ -70,10 +71,10 @@ def test_unusable_files_are_skipped_with_reasons(tmp_path):
   (cats / 'cut.jpg').write_bytes(good[: len(good) // 2])
   (cats / 'folder.jpg').mkdir()
   os.symlink('loop.jpg', cats / 'loop.jpg')  # Points at itself.
-  index = dataset.build_index(data_config(tmp_path))
+  index = build_index(tmp_path)
   reasons = {item['path']: item['reason'] for item in index.skipped}
   assert reasons == {
-    os.path.join('Cats', 'folder.jpg'): 'a folder, not an image file',
+    os.path.join('Cats', 'folder.jpg'): 'a folder, not an image',
     os.path.join('Cats', 'empty.jpg'): 'empty file',
     os.path.join('Cats', 'text.jpg'): 'OpenCV cannot decode it as an image',
     os.path.join('Cats', 'cut.jpg'): 'truncated JPEG (no end-of-image marker)',
@@ -86,22 +87,22 @@ def test_unusable_files_are_skipped_with_reasons(tmp_path):
 def test_index_cache_skips_unchanged_files(tmp_path, monkeypatch):
   root = conftest.write_dataset(tmp_path / 'data', 'flat', per_class=4)
   cache = str(tmp_path / 'cache.json')
-  first = dataset.build_index(data_config(root), cache)
+  first = build_index(root, cache)
   inspected = []
-  real_inspect = dataset.inspect_file
+  real_inspect = dataset.inspect_item
 
-  def counting_inspect(path, max_pixels):
-    inspected.append(os.path.basename(path))
-    return real_inspect(path, max_pixels)
+  def counting_inspect(source, key, max_pixels):
+    inspected.append(key)
+    return real_inspect(source, key, max_pixels)
 
-  monkeypatch.setattr(dataset, 'inspect_file', counting_inspect)
-  second = dataset.build_index(data_config(root), cache)
+  monkeypatch.setattr(dataset, 'inspect_item', counting_inspect)
+  second = build_index(root, cache)
   assert inspected == [] and second.examples == first.examples
   conftest.write_jpeg(
     os.path.join(root, 'cat.0.jpg'),
     conftest.synthetic_image(1, np.random.default_rng(1)),
   )
-  dataset.build_index(data_config(root), cache)
+  build_index(root, cache)
   assert inspected == ['cat.0.jpg']
 
 
@@ -110,11 +111,11 @@ def test_split_is_decided_by_content_alone(tmp_path):
 
   def split_by_path(index):
     splits = dataset.split_examples(index.examples, 0.2, 0.2)
-    return {e.path: name for name, split in splits.items() for e in split}
+    return {e.key: name for name, split in splits.items() for e in split}
 
-  before = split_by_path(dataset.build_index(data_config(tmp_path)))
+  before = split_by_path(build_index(tmp_path))
   conftest.write_dataset(tmp_path / 'more', 'folders', per_class=10, seed=7)
-  after = split_by_path(dataset.build_index(data_config(tmp_path)))
+  after = split_by_path(build_index(tmp_path))
   assert len(after) == 80
   assert {p: after[p] for p in before} == before  # Nothing moved.
 
@@ -123,7 +124,7 @@ def test_duplicates_land_in_one_split(tmp_path):
   conftest.write_dataset(tmp_path, 'flat', per_class=30)
   # An exact copy under another name and class: a mislabelled duplicate.
   shutil.copy(tmp_path / 'cat.0.jpg', tmp_path / 'dog.100.jpg')
-  index = dataset.build_index(data_config(tmp_path))
+  index = build_index(tmp_path)
   group = sorted(['cat.0.jpg', 'dog.100.jpg'])
   assert group in [sorted(g) for g in index.duplicate_groups]
   assert group in [sorted(g) for g in index.conflicting_label_groups]
@@ -146,17 +147,17 @@ def test_split_fractions_and_test_stability():
 
 def test_load_splits_rejects_unusable_folders(tmp_path):
   with pytest.raises(UsageError, match='is not a folder'):
-    dataset.load_splits(data_config(tmp_path / 'missing'))
+    dataset.load_splits(data_config(tmp_path / 'missing'), None)
   with pytest.raises(UsageError, match='no usable labelled images'):
-    dataset.load_splits(data_config(tmp_path))
+    dataset.load_splits(data_config(tmp_path), None)
   conftest.write_dataset(tmp_path / 'one', 'flat', per_class=10)
   for path in (tmp_path / 'one').glob('dog.*'):
     path.unlink()
   with pytest.raises(UsageError, match='holds no dog images'):
-    dataset.load_splits(data_config(tmp_path / 'one'))
+    dataset.load_splits(data_config(tmp_path / 'one'), None)
 
 
 def test_load_splits_rejects_an_empty_split(tmp_path):
   conftest.write_dataset(tmp_path, 'flat', per_class=2)
   with pytest.raises(UsageError, match='split is empty'):
-    dataset.load_splits(data_config(tmp_path, data__val_fraction=0.01))
+    dataset.load_splits(data_config(tmp_path, data__val_fraction=0.01), None)

@@ -4,6 +4,7 @@ import numpy as np
 
 from catdog_jax import dataset
 from catdog_jax import input_pipeline as ip
+from catdog_jax import sources
 from tests import conftest
 
 
@@ -11,16 +12,20 @@ def data_config(root, **overrides):
   return conftest.tiny_config(root, **overrides).data
 
 
-def find_examples(root):
-  return dataset.build_index(data_config(root)).examples
+def index(root):
+  config = data_config(root)
+  source = sources.create_source(config)
+  return dataset.build_index(source, config).examples, source
 
 
 def test_train_iterator_batches_and_resumes_exactly(flat_dataset):
   config = data_config(flat_dataset)
-  examples = find_examples(flat_dataset)
+  examples, source = index(flat_dataset)
 
   def new_iterator():
-    return ip.create_train_iterator(examples, config, batch_size=8, seed=3)
+    return ip.create_train_iterator(
+      examples, source, config, batch_size=8, seed=3
+    )
 
   iterator = new_iterator()
   batches = [next(iterator) for _ in range(15)]  # 120 > 80: two epochs.
@@ -41,11 +46,13 @@ def test_train_iterator_batches_and_resumes_exactly(flat_dataset):
 
 def test_shards_partition_the_global_batches(flat_dataset):
   config = data_config(flat_dataset)
-  examples = find_examples(flat_dataset)
-  whole = ip.create_train_iterator(examples, config, batch_size=8, seed=1)
+  examples, source = index(flat_dataset)
+  whole = ip.create_train_iterator(
+    examples, source, config, batch_size=8, seed=1
+  )
   halves = [
       ip.create_train_iterator(
-          examples, config, batch_size=4, seed=1, shard_index=i,
+          examples, source, config, batch_size=4, seed=1, shard_index=i,
           shard_count=2)
       for i in range(2)
   ]  # fmt: skip
@@ -57,8 +64,9 @@ def test_shards_partition_the_global_batches(flat_dataset):
 
 def test_eval_batches_pad_and_mask_every_example_once(flat_dataset):
   config = data_config(flat_dataset)
-  examples = find_examples(flat_dataset)[:19]
-  batches = list(ip.eval_batches(examples, config, batch_size=8))
+  examples, source = index(flat_dataset)
+  examples = examples[:19]
+  batches = list(ip.eval_batches(examples, source, config, batch_size=8))
   assert [b['mask'].sum() for b in batches] == [8, 8, 3]
   assert all(b['image'].shape == (8, 32, 32, 3) for b in batches)
   labels = np.concatenate([b['label'][b['mask']] for b in batches])

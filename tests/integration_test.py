@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from catdog_jax import input_pipeline
+from catdog_jax import dataset
 from catdog_jax import train
 from configs import base
 from tests import conftest
@@ -23,13 +23,13 @@ pytestmark = pytest.mark.skipif(
 def test_kaggle200_split_is_stratified_and_disjoint():
   config = base.get_config().data
   config.root = KAGGLE200
-  splits = input_pipeline.load_splits(config)
-  counts = {name: input_pipeline.class_counts(s) for name, s in splits.items()}
+  _, splits, _ = dataset.load_splits(config, None)
+  counts = {name: dataset.class_counts(s) for name, s in splits.items()}
   assert sum(sum(c.values()) for c in counts.values()) == 20_000
   for name, fraction in (('val', 0.1), ('test', 0.1), ('train', 0.8)):
     for label in ('cat', 'dog'):
       assert counts[name][label] == pytest.approx(10_000 * fraction, rel=0.05)
-  digests = [{e.digest for e in s} for s in splits.values()]
+  digests = [{e.split_key for e in s} for s in splits.values()]
   assert not (digests[0] & digests[1] or digests[0] & digests[2])
   assert not digests[1] & digests[2]
 

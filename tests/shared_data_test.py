@@ -15,6 +15,7 @@ import pytest
 
 from catdog_jax import dataset
 from catdog_jax import images
+from catdog_jax import sources
 from tests import conftest
 
 BAD_MIXED = os.path.join(conftest.SHARED_DATA, 'bad-mixed')
@@ -42,8 +43,8 @@ def test_bad_mixed_follows_its_manifest():
   with open(os.path.join(BAD_MIXED, 'MANIFEST.json')) as f:
     manifest = json.load(f)
   config = conftest.tiny_config(BAD_MIXED).data
-  index = dataset.build_index(config)
-  used = {os.path.relpath(e.path, index.root) for e in index.examples}
+  index = dataset.build_index(sources.create_source(config), config)
+  used = {e.key for e in index.examples}
   skipped = {item['path']: item['reason'] for item in index.skipped}
   for path, what in manifest.items():
     outcome = (
@@ -141,7 +142,8 @@ def test_planted_duplicates_of_real_photos_are_grouped(tmp_path):
       cv2.imwrite(str(target), crop(image, 0.01))
     planted[original] = os.path.relpath(target, tmp_path)
 
-  index = dataset.build_index(conftest.tiny_config(str(tmp_path)).data)
+  config = conftest.tiny_config(str(tmp_path)).data
+  index = dataset.build_index(sources.create_source(config), config)
   group_of = {p: tuple(sorted(g)) for g in index.duplicate_groups for p in g}
   for original, copy in planted.items():
     assert original in group_of, f'{copy} not grouped with {original}'
