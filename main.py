@@ -20,6 +20,7 @@ from ml_collections import config_flags
 from catdog_jax import audit
 from catdog_jax import models
 from catdog_jax import train
+from catdog_jax.errors import CatdogError
 from catdog_jax.errors import UsageError
 
 FLAGS = flags.FLAGS
@@ -75,7 +76,7 @@ def main(argv):
       jax.devices(),
     )
     train.train_and_evaluate(config, FLAGS.workdir)
-  except UsageError as e:
+  except CatdogError as e:
     sys.exit(f'error: {e}')
 
 

@@ -5,19 +5,37 @@ Layout: `WORKDIR/checkpoints/<step>/{state,data}`. The newest
 accuracy for as long as it is the best.
 """
 
+import json
 import os
+import shutil
+import time
 
 import grain
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from catdog_jax.errors import CheckpointError
+
 BEST_METRIC = 'val_accuracy'
+# Checkpoints that fail to restore are moved here, beside checkpoints/.
+QUARANTINE = 'checkpoints_unrestorable'
 
 
 def create_checkpoint_manager(
   workdir: str, checkpoints_to_keep: int
 ) -> ocp.CheckpointManager:
-  """A manager over `workdir/checkpoints` keeping the newest and the best."""
+  """A manager over `workdir/checkpoints` keeping the newest and the best.
+
+  Checkpoints whose metadata cannot be read (orbax would fail to open the
+  directory) are moved aside first, with a warning.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  for step in unreadable_steps(directory):
+    moved = quarantine(directory, step)
+    logging.warning(
+      'Checkpoint %d has unreadable metadata; moved to %s.', step, moved
+    )
   best = checkpoint_managers.BestN(
     get_metric_fn=lambda metrics: metrics[BEST_METRIC],
     n=1,
@@ -31,9 +49,35 @@ def create_checkpoint_manager(
     best_mode='max',
     preservation_policy=preservation,
     create=True,
+    # Half-written saves of a killed run are never valid checkpoints.
+    cleanup_tmp_directories=True,
   )
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   return ocp.CheckpointManager(directory, options=options)
+
+
+# Small JSON files orbax reads when it opens a checkpoint directory.
+_METADATA_FILES = ('_CHECKPOINT_METADATA', 'metrics/metrics', 'state/_METADATA')
+
+
+def unreadable_steps(directory: str) -> list[int]:
+  """Steps under `directory` with a metadata file that is not valid JSON."""
+  if not os.path.isdir(directory):
+    return []
+  bad = []
+  for name in os.listdir(directory):
+    step_dir = os.path.join(directory, name)
+    if not name.isdigit():
+      continue
+    for relative in _METADATA_FILES:
+      path = os.path.join(step_dir, relative)
+      try:
+        if os.path.exists(path):
+          with open(path) as f:
+            json.load(f)
+      except (OSError, ValueError):
+        bad.append(int(name))
+        break
+  return sorted(bad)
 
 
 def save(manager, step, state, data_iterator, metrics=None) -> None:
@@ -61,3 +105,51 @@ def restore(manager, step, abstract_state, data_iterator):
     ),
   )
   return restored.state
+
+
+def quarantine(directory: str, step: int) -> str:
+  """Moves checkpoint `step` aside (never deletes it); returns where."""
+  source = os.path.join(directory, str(step))
+  target_dir = os.path.join(os.path.dirname(directory), QUARANTINE)
+  os.makedirs(target_dir, exist_ok=True)
+  target = os.path.join(target_dir, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  shutil.move(source, target)
+  return target
+
+
+def restore_newest_intact(manager, abstract_state, data_iterator):
+  """(step, state) from the newest checkpoint that restores, or None if none.
+
+  A checkpoint that fails to restore (torn by a crash, emptied or missing
+  files) is moved aside with a warning and the one before it is tried.
+
+  Raises:
+    CheckpointError: if checkpoints exist and none of them restores; a run
+      never silently starts from scratch over them.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      state = restore(manager, step, abstract_state, data_iterator)
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds here.
+      moved = quarantine(str(manager.directory), step)
+      logging.warning(
+        'Checkpoint %d cannot be restored (%s: %s); moved to %s.',
+        step,
+        type(e).__name__,
+        e,
+        moved,
+      )
+      continue
+    manager.reload()
+    return step, state
+  manager.reload()
+  quarantined = os.path.join(
+    os.path.dirname(str(manager.directory)), QUARANTINE
+  )
+  if steps or os.path.isdir(quarantined):
+    raise CheckpointError(
+      f'no checkpoint in {manager.directory} can be restored; the broken '
+      f'ones are in {quarantined}. Use a new --workdir to start afresh.'
+    )
+  return None

@@ -29,6 +29,7 @@ from catdog_jax import metric_writers
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
 from catdog_jax import report
+from catdog_jax.errors import DivergenceError
 from catdog_jax.errors import UsageError
 
 MIN_IMAGE_SIZE = 16
@@ -177,9 +178,9 @@ def evaluate(eval_fn, state, examples, source, config, sharding):
 
 
 def first_nonfinite(step_metrics: list[dict], first_step: int):
-  """(step, metrics) of the first step whose loss or gradient is not finite."""
+  """(step, metrics) of the first step with a non-finite loss or norm."""
   for offset, metrics in enumerate(step_metrics):
-    if not (np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])):
+    if not all(np.isfinite(value) for value in metrics.values()):
       return first_step + offset, metrics
   return None
 
@@ -188,8 +189,8 @@ class TrainLog:
   """Turns per-step device metrics into log lines.
 
   Metrics stay on the device until `write` pulls them, once per log period,
-  so the host never waits on a step in between. A non-finite loss or
-  gradient raises FloatingPointError naming the first bad step.
+  so the host never waits on a step in between. A non-finite loss, gradient
+  or parameter norm raises DivergenceError naming the first bad step.
   """
 
   def __init__(self, writer, num_steps, global_batch_size, start_step):
@@ -212,9 +213,10 @@ class TrainLog:
     self._pending = self._pending[count:]
     bad = first_nonfinite(step_metrics, self._last_step + 1)
     if bad:
-      raise FloatingPointError(
-        f'training diverged at step {bad[0]}: loss={bad[1]["loss"]}, '
-        f'grad_norm={bad[1]["grad_norm"]}'
+      values = ', '.join(f'{k}={v}' for k, v in sorted(bad[1].items()))
+      raise DivergenceError(
+        f'training diverged at step {bad[0]} ({values}); no checkpoint of '
+        'the diverged state was written'
       )
     now = time.perf_counter()
     steps_per_sec = count / (now - self._last_time)
@@ -333,11 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   manager = checkpointing.create_checkpoint_manager(
     workdir, config.checkpoints_to_keep
   )
-  if manager.latest_step() is not None:
-    logging.info('Resuming from checkpoint %d.', manager.latest_step())
-    state = checkpointing.restore(
-      manager, manager.latest_step(), state, train_iter
-    )
+  restored = checkpointing.restore_newest_intact(manager, state, train_iter)
+  if restored:
+    logging.info('Resuming from checkpoint %d.', restored[0])
+    state = restored[1]
   start_step = int(state.step)
 
   writer = metric_writers.create_default_writer(workdir, not is_chief)
@@ -367,34 +368,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   train_log = TrainLog(writer, total_steps, config.batch_size, start_step)
   val_metrics = log_due = None
   with StopSignal() as stop:
-    for step in range(start_step + 1, total_steps + 1):
-      batch = to_global(next(train_iter), data_sharding)
-      state, metrics = p_train_step(state, batch, step_rng)
-      train_log.append(metrics)
-      if log_due:
-        train_log.write(log_due)
-      is_last = step == total_steps
-      is_eval = is_last or step % config.eval_every_steps == 0
-      is_checkpoint = (
-        is_last or stop.requested or step % config.checkpoint_every_steps == 0
-      )
-      log_due = step if step % config.log_every_steps == 0 else None
-      if not (is_eval or is_checkpoint):
-        continue
-      train_log.write(step)
-      log_due = val_metrics = None
-      if is_eval and splits['val']:
-        val_metrics, _, _ = run_eval('val', step)
-      if is_checkpoint:
-        best_metric = val_metrics and {'val_accuracy': val_metrics['accuracy']}
-        checkpointing.save(manager, step, state, train_iter, best_metric)
-      if stop.requested:
-        manager.wait_until_finished()
-        writer.close()
-        logging.warning('Stopped at step %d; relaunch to resume.', step)
-        return state
-      train_log.restart_clock()
-  manager.wait_until_finished()
+    try:
+      for step in range(start_step + 1, total_steps + 1):
+        batch = to_global(next(train_iter), data_sharding)
+        state, metrics = p_train_step(state, batch, step_rng)
+        train_log.append(metrics)
+        if log_due:
+          train_log.write(log_due)
+        is_last = step == total_steps
+        is_eval = is_last or step % config.eval_every_steps == 0
+        is_checkpoint = (
+          is_last or stop.requested or step % config.checkpoint_every_steps == 0
+        )
+        log_due = step if step % config.log_every_steps == 0 else None
+        if not (is_eval or is_checkpoint):
+          continue
+        train_log.write(step)
+        log_due = val_metrics = None
+        if is_eval and splits['val']:
+          val_metrics, _, _ = run_eval('val', step)
+        if is_checkpoint:
+          best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
+          checkpointing.save(manager, step, state, train_iter, best)
+        if stop.requested:
+          logging.warning('Stopped at step %d; relaunch to resume.', step)
+          break
+        train_log.restart_clock()
+    finally:
+      # Also on divergence: the last good checkpoint must finish writing.
+      manager.wait_until_finished()
+  if stop.requested:
+    writer.close()
+    return state
 
   # Final evaluation.
   if is_chief and val_metrics is not None:

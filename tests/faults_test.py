@@ -1,0 +1,158 @@
+"""Faults: SIGTERM, SIGKILL, torn checkpoints, divergence.
+
+The kill tests run main.py as a real process and kill it after its first
+checkpoint; relaunching must end with exactly the model of a straight run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from catdog_jax import checkpointing
+from catdog_jax import train
+from catdog_jax.errors import CheckpointError
+from catdog_jax.errors import DivergenceError
+from tests import conftest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LONG_RUN = {
+  'num_train_steps': 1500,
+  'checkpoint_every_steps': 50,
+  'eval_every_steps': 1000,
+  'log_every_steps': 100,
+}
+
+
+def run_main(flags, workdir, timeout=300):
+  return subprocess.run(
+    [sys.executable, 'main.py', *flags, f'--workdir={workdir}'],
+    cwd=REPO, capture_output=True, text=True, timeout=timeout,
+  )  # fmt: skip
+
+
+def read_json(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def straight_log_loss(flat_dataset, tmp_path_factory):
+  """Test log-loss of the long run, never interrupted."""
+  workdir = tmp_path_factory.mktemp('straight')
+  result = run_main(conftest.tiny_flags(flat_dataset, **LONG_RUN), workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return read_json(workdir, 'eval_test.json')['log_loss']
+
+
+def start_and_kill_after_first_checkpoint(flags, workdir, sig):
+  process = subprocess.Popen(
+    [sys.executable, 'main.py', *flags, f'--workdir={workdir}'],
+    cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  first_checkpoint = os.path.join(workdir, 'checkpoints', '50')
+  deadline = time.monotonic() + 240
+  while not os.path.exists(first_checkpoint):
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    assert time.monotonic() < deadline, 'no checkpoint within 240 s'
+    time.sleep(0.02)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=120)
+  return process.returncode, stderr
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
+def test_kill_then_relaunch_ends_like_a_straight_run(
+  sig, flat_dataset, tmp_path, straight_log_loss
+):
+  flags = conftest.tiny_flags(flat_dataset, **LONG_RUN)
+  returncode, stderr = start_and_kill_after_first_checkpoint(
+    flags, str(tmp_path), sig
+  )
+  checkpoints = os.path.join(tmp_path, 'checkpoints')
+  steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
+  if sig == signal.SIGTERM:  # Saves where it stopped, exits cleanly.
+    assert returncode == 0, stderr[-3000:]
+    assert 50 < steps[-1] < 1500, f'SIGTERM came too late: {steps}'
+  else:
+    assert returncode == -signal.SIGKILL
+  assert not os.path.exists(tmp_path / 'eval_test.json')
+
+  relaunched = run_main(flags, tmp_path)
+  assert relaunched.returncode == 0, relaunched.stderr[-3000:]
+  assert f'Resuming from checkpoint {steps[-1]}' in relaunched.stderr
+  assert read_json(tmp_path, 'eval_test.json')['log_loss'] == pytest.approx(
+    straight_log_loss, rel=1e-5, abs=1e-7
+  )
+
+
+def tear(checkpoint_dir):
+  """Empties every file of a checkpoint, as a crash mid-write might."""
+  for folder, _, files in os.walk(checkpoint_dir):
+    for name in files:
+      open(os.path.join(folder, name), 'w').close()
+
+
+def test_torn_newest_checkpoint_is_moved_aside(flat_dataset, tmp_path):
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(
+    conftest.tiny_config(flat_dataset, num_train_steps=30), straight
+  )
+  torn = str(tmp_path / 'torn')
+  train.train_and_evaluate(
+    conftest.tiny_config(flat_dataset, num_train_steps=20), torn
+  )
+  tear(os.path.join(torn, 'checkpoints', '20'))
+  state = train.train_and_evaluate(
+    conftest.tiny_config(flat_dataset, num_train_steps=30), torn
+  )
+  assert int(state.step) == 30
+  moved = os.listdir(os.path.join(torn, checkpointing.QUARANTINE))
+  assert len(moved) == 1 and moved[0].startswith('20-')
+  assert read_json(torn, 'eval_test.json')['log_loss'] == pytest.approx(
+    read_json(straight, 'eval_test.json')['log_loss'], rel=1e-6
+  )
+
+
+def test_no_restorable_checkpoint_stops_the_run(flat_dataset, tmp_path):
+  config = conftest.tiny_config(flat_dataset, num_train_steps=20)
+  train.train_and_evaluate(config, str(tmp_path))
+  for step in ('10', '20'):
+    tear(os.path.join(tmp_path, 'checkpoints', step))
+  with pytest.raises(
+    CheckpointError, match='no checkpoint in .* can be restored'
+  ):
+    train.train_and_evaluate(config, str(tmp_path))
+  moved = os.listdir(os.path.join(tmp_path, checkpointing.QUARANTINE))
+  assert sorted(m.split('-')[0] for m in moved) == ['10', '20']
+
+
+def test_divergence_stops_before_saving_the_diverged_state(
+  flat_dataset, tmp_path
+):
+  config = conftest.tiny_config(
+    flat_dataset,
+    num_train_steps=50,
+    checkpoint_every_steps=1,
+    eval_every_steps=1000,
+    optimizer__learning_rate=1e12,
+  )
+  with pytest.raises(DivergenceError, match=r'diverged at step (\d+)') as e:
+    train.train_and_evaluate(config, str(tmp_path))
+  bad_step = int(e.value.args[0].split('step ')[1].split(' ')[0])
+  manager = checkpointing.create_checkpoint_manager(str(tmp_path), 3)
+  assert bad_step > 1 and manager.latest_step() == bad_step - 1
+  abstract = train.create_train_state(jax.random.key(0), config)
+  restored = manager.restore(
+    bad_step - 1,
+    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),
+  ).state
+  for leaf in jax.tree.leaves(restored.params):
+    assert np.all(np.isfinite(leaf))
