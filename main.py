@@ -6,6 +6,11 @@ tests and notebooks can import it.
   python main.py --config=configs/base.py --workdir=DIR \
     --config.data.root=PATH          # train, evaluate, checkpoint
   python main.py --mode=summary --config=configs/base.py
+  python main.py --mode=audit --config=configs/base.py --workdir=DIR \
+    --config.data.root=PATH          # data_report.json
+  python main.py --mode=predict --workdir=DIR --images=PATH [--output=CSV]
+  python main.py --mode=eval --workdir=DIR --images=FOLDER [--output=JSON]
+  python main.py --mode=report --workdir=DIR
 """
 
 import os
@@ -19,6 +24,7 @@ from ml_collections import config_flags
 
 from catdog_jax import audit
 from catdog_jax import models
+from catdog_jax import predict
 from catdog_jax import train
 from catdog_jax.errors import CatdogError
 from catdog_jax.errors import UsageError
@@ -29,14 +35,21 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints and reports go.')
 flags.DEFINE_enum(
   'mode',
   'train',
-  ['train', 'summary', 'audit'],
+  ['train', 'summary', 'audit', 'predict', 'eval', 'report'],
   'train: train, evaluate, checkpoint. summary: the model table. audit: '
-  'index, check and de-duplicate the data, write data_report.json.',
+  'index, check and de-duplicate the data, write data_report.json. '
+  'predict: dog probabilities of --images. eval: metrics on the labelled '
+  'folder --images. report: redraw WORKDIR/report.md and plots/.',
+)
+flags.DEFINE_string(
+  'images', None, 'predict: a file, folder or glob; eval: a labelled folder.'
+)
+flags.DEFINE_string(
+  'output', None, 'predict: CSV to write; eval: JSON to write.'
 )
 config_flags.DEFINE_config_file(
   'config', None, 'Training configuration file.', lock_config=True
 )
-flags.mark_flags_as_required(['config'])
 
 
 def quiet_orbax_info_logs() -> None:
@@ -49,33 +62,80 @@ def quiet_orbax_info_logs() -> None:
   logging.get_absl_handler().python_handler.addFilter(keep)
 
 
-def summary(config) -> None:
+def run_summary():
+  config = required_config()
   model = models.create_model(config.model)
-  rows = models.summarize(model, config.data.image_size)
-  print(models.format_summary(rows))
+  print(models.format_summary(models.summarize(model, config.data.image_size)))
+
+
+def run_train():
+  train.train_and_evaluate(required_config(), FLAGS.workdir)
+
+
+def run_audit():
+  report = audit.run_audit(required_config().data, FLAGS.workdir)
+  print(audit.format_audit(report))
+
+
+def run_predict():
+  rows, skipped = predict.predict(FLAGS.workdir, required_images())
+  output = FLAGS.output or os.path.join(FLAGS.workdir, 'predictions.csv')
+  predict.write_predictions_csv(rows, output)
+  print(predict.format_predictions(rows, skipped))
+  print(f'Wrote {output}')
+
+
+def run_eval():
+  result, report_text = predict.evaluate_folder(
+    FLAGS.workdir, required_images()
+  )
+  output = FLAGS.output or os.path.join(FLAGS.workdir, 'eval_folder.json')
+  train.write_json(output, result)
+  print(report_text)
+  print(f'accuracy {result["accuracy"]:.4f}, {result["num_examples"]} images, '
+        f'{result["num_skipped"]} skipped. Wrote {output}')  # fmt: skip
+
+
+def run_report():
+  print(f'Wrote {predict.regenerate_report(FLAGS.workdir)}')
+
+
+MODES = {
+  'summary': run_summary,
+  'train': run_train,
+  'audit': run_audit,
+  'predict': run_predict,
+  'eval': run_eval,
+  'report': run_report,
+}
+
+
+def required_config():
+  if FLAGS.config is None:
+    raise UsageError(f'--config is required for --mode={FLAGS.mode}')
+  return FLAGS.config
+
+
+def required_images() -> str:
+  if not FLAGS.images:
+    raise UsageError(f'--images is required for --mode={FLAGS.mode}')
+  return FLAGS.images
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  config = FLAGS.config
   quiet_orbax_info_logs()
   try:
-    if FLAGS.mode == 'summary':
-      summary(config)
-      return
-    if not FLAGS.workdir:
+    if FLAGS.mode != 'summary' and not FLAGS.workdir:
       raise UsageError(f'--workdir is required for --mode={FLAGS.mode}')
-    if FLAGS.mode == 'audit':
-      print(audit.format_audit(audit.run_audit(config.data, FLAGS.workdir)))
-      return
     logging.info(
       'JAX process %d of %d, devices: %s',
       jax.process_index(),
       jax.process_count(),
       jax.devices(),
     )
-    train.train_and_evaluate(config, FLAGS.workdir)
+    MODES[FLAGS.mode]()
   except CatdogError as e:
     sys.exit(f'error: {e}')
 

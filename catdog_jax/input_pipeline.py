@@ -75,8 +75,19 @@ def create_train_iterator(
   return iter(ds)
 
 
+def load_eval_example(example: Example | None, source, image_size: int):
+  """`load_example` plus a `mask`; None (padding) gives a blank, masked row."""
+  if example is None:
+    return {
+      'image': np.zeros((image_size, image_size, 3), np.uint8),
+      'label': np.int32(0),
+      'mask': np.False_,
+    }
+  return {**load_example(example, source, image_size), 'mask': np.True_}
+
+
 def eval_batches(
-  examples: Sequence[Example],
+  examples: Sequence[Example | None],
   source,
   config: ml_collections.ConfigDict,
   *,
@@ -84,30 +95,27 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over `examples` in order, in full batches with a `mask`.
 
-  The last batch is padded (mask False) so that every batch has one shape
-  and every example is evaluated exactly once.
+  None entries and the padding of the last batch have mask False, so every
+  batch has one shape and every example is evaluated exactly once.
   """
-  ds = grain.MapDataset.source(list(examples)).map(
-    functools.partial(load_example, source=source, image_size=config.image_size)
+  load = functools.partial(
+    load_eval_example, source=source, image_size=config.image_size
   )
   read_options = grain.ReadOptions(
     num_threads=config.num_workers or os.cpu_count(),
     prefetch_buffer_size=config.prefetch_batches * batch_size,
   )
-  ds = ds.to_iter_dataset(read_options).batch(batch_size)
-  for batch in ds:
+  ds = grain.MapDataset.source(list(examples)).map(load)
+  for batch in ds.to_iter_dataset(read_options).batch(batch_size):
     yield pad_batch(batch, batch_size)
 
 
 def pad_batch(
   batch: dict[str, np.ndarray], batch_size: int
 ) -> dict[str, np.ndarray]:
-  """Pads every array to `batch_size` rows and adds a boolean `mask`."""
-  num_real = len(batch['label'])
-  padding = batch_size - num_real
-  padded = {
+  """Pads every array to `batch_size` rows with zeros (mask False)."""
+  padding = batch_size - len(batch['label'])
+  return {
     key: np.concatenate([value, np.zeros_like(value[:1]).repeat(padding, 0)])
     for key, value in batch.items()
   }
-  padded['mask'] = np.arange(batch_size) < num_real
-  return padded

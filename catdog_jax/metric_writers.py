@@ -7,6 +7,8 @@ clu's writers needs no change at the call sites.
 """
 
 import abc
+import json
+import os
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -60,6 +62,37 @@ class TensorBoardWriter(MetricWriter):
     self._writer.close()
 
 
+class JsonlWriter(MetricWriter):
+  """Scalars as JSON lines {"step": N, key: value...}: easy to plot or parse."""
+
+  def __init__(self, path: str):
+    self._file = open(path, 'a')  # noqa: SIM115 - closed in close().
+
+  def write_scalars(self, step, scalars):
+    record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(record) + '\n')
+
+  def write_texts(self, step, texts):
+    del step, texts
+
+  def write_hparams(self, hparams):
+    del hparams
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records a JsonlWriter wrote; [] if there is no such file."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 class LoggingWriter(MetricWriter):
   """One absl log line per call."""
 
@@ -102,14 +135,24 @@ class MultiWriter(MetricWriter):
       writer.close()
 
 
-def create_default_writer(logdir: str, just_logging: bool) -> MetricWriter:
-  """Logs everywhere; writes event files only when not `just_logging`.
+METRICS_FILENAME = 'metrics.jsonl'
 
+
+def create_default_writer(logdir: str, just_logging: bool) -> MetricWriter:
+  """Logs everywhere; writes files only when not `just_logging`.
+
+  Files: TensorBoard events and `metrics.jsonl` in `logdir`.
   `just_logging` is for processes other than the first of a multi-host run.
   """
   if just_logging:
     return LoggingWriter()
-  return MultiWriter([LoggingWriter(), TensorBoardWriter(logdir)])
+  return MultiWriter(
+    [
+      LoggingWriter(),
+      TensorBoardWriter(logdir),
+      JsonlWriter(os.path.join(logdir, METRICS_FILENAME)),
+    ]
+  )
 
 
 def _format(value: float) -> str:

@@ -1,8 +1,27 @@
-"""The human-readable run report, `WORKDIR/report.md`."""
+"""The human-readable run report: `WORKDIR/report.md` and `WORKDIR/plots/`.
 
+`write_run_report` redraws everything from what the workdir holds (metrics,
+predictions, the data report) plus the model, so `--mode=report` and the end
+of training share it.
+"""
+
+import csv
+import json
 import os
 
-from catdog_jax.dataset import CLASS_NAMES
+import numpy as np
+
+from catdog_jax import gradcam
+from catdog_jax import images
+from catdog_jax import metric_writers
+from catdog_jax import metrics as metrics_lib
+from catdog_jax import models
+from catdog_jax import plots
+from catdog_jax.sources import CLASS_NAMES
+
+PLOTS_DIR = 'plots'
+PREDICTIONS_FILENAME = 'predictions_test.csv'
+GRID_SIZE = 12  # Images in errors.png; gradcam.png shows 4 right, 4 wrong.
 
 
 def confusion_table(confusion: list[list[int]]) -> str:
@@ -29,7 +48,13 @@ def splits_table(splits: dict[str, dict[str, int]]) -> str:
   return '\n'.join([header, rule, *rows])
 
 
-def render_report(test_metrics, classification_report, data_report, step):
+def plots_section(names: list[str]) -> list[str]:
+  return [f'![{name}](plots/{name}.png)\n' for name in names]
+
+
+def render_report(
+  test_metrics, classification_report, data_report, step, summary, plot_names
+):
   """The report as Markdown text."""
   auc = test_metrics['roc_auc']
   return '\n'.join(
@@ -58,10 +83,23 @@ def render_report(test_metrics, classification_report, data_report, step):
       '',
       confusion_table(test_metrics['confusion_matrix']),
       '',
+      '## Plots',
+      '',
+      *plots_section(plot_names),
+      '## Model',
+      '',
+      '```',
+      summary,
+      '```',
+      '',
       '## Data',
       '',
-      f'{data_report["num_files"]} images under `{data_report["root"]}`, '
-      f'split by {data_report["split_rule"]}.',
+      f'{data_report["num_files"]} image files in `{data_report["root"]}`: '
+      f'{data_report["num_used"]} used, {len(data_report["skipped"])} skipped '
+      f'(reasons in data_report.json); '
+      f'{data_report["num_exact_duplicate_groups"]} exact and '
+      f'{data_report["num_near_duplicate_groups"]} near-duplicate groups, each '
+      'kept in one split. Split by ' + data_report['split_rule'] + '.',
       '',
       splits_table(data_report['splits']),
       '',
@@ -69,13 +107,107 @@ def render_report(test_metrics, classification_report, data_report, step):
   )
 
 
-def write_report(
-  workdir, *, test_metrics, classification_report, data_report, step
-) -> str:
-  """Writes `workdir/report.md` and returns its path."""
+def write_predictions(workdir, examples, labels, logits) -> None:
+  """The test split's predictions, one row per image."""
+  path = os.path.join(workdir, PREDICTIONS_FILENAME)
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['key', 'label', 'logit', 'prob_dog'])
+    for example, label, logit in zip(examples, labels, logits, strict=True):
+      prob = float(metrics_lib.sigmoid(logit))
+      writer.writerow([example.key, int(label), repr(float(logit)), prob])
+
+
+def read_predictions(workdir):
+  """(keys, labels, logits) as `write_predictions` wrote them."""
+  with open(os.path.join(workdir, PREDICTIONS_FILENAME), newline='') as f:
+    rows = list(csv.DictReader(f))
+  keys = [row['key'] for row in rows]
+  labels = np.array([int(row['label']) for row in rows])
+  logits = np.array([float(row['logit']) for row in rows])
+  return keys, labels, logits
+
+
+def read_json(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+def example_losses(labels, logits) -> np.ndarray:
+  return np.logaddexp(0.0, logits) - labels * logits
+
+
+def load_images(source, keys, image_size) -> np.ndarray:
+  """The images as evaluation sees them: decoded, resized, uint8."""
+  return np.stack([images.resize(source.load(k), image_size) for k in keys])
+
+
+def title(label: int, logit: float) -> str:
+  prob = float(metrics_lib.sigmoid(logit))
+  return f'true {CLASS_NAMES[label]}, p(dog)={prob:.2f}'
+
+
+def draw_plots(workdir, config, state, source) -> list[str]:
+  """Every figure under workdir/plots/; returns their names."""
+  out = os.path.join(workdir, PLOTS_DIR)
+  os.makedirs(out, exist_ok=True)
+  keys, labels, logits = read_predictions(workdir)
+  test = read_json(workdir, 'eval_test.json')
+  records = metric_writers.read_jsonl(
+    os.path.join(workdir, metric_writers.METRICS_FILENAME)
+  )
+  plots.plot_curves(records, os.path.join(out, 'curves.png'))
+  plots.plot_confusion_matrix(
+    test['confusion_matrix'], os.path.join(out, 'confusion_matrix.png')
+  )
+  names = ['curves', 'confusion_matrix']
+  if len(np.unique(labels)) == 2:
+    plots.plot_roc(labels, logits, os.path.join(out, 'roc.png'))
+    names.append('roc')
+
+  size = config.data.image_size
+  worst = np.argsort(-example_losses(labels, logits))[:GRID_SIZE]
+  plots.plot_image_grid(
+    list(load_images(source, [keys[i] for i in worst], size)),
+    [title(labels[i], logits[i]) for i in worst],
+    os.path.join(out, 'errors.png'),
+  )
+  names.append('errors')
+
+  right = (logits >= 0) == (labels == 1)
+  confident = np.argsort(-np.abs(logits))
+  chosen = [i for i in confident if right[i]][:4]
+  chosen += [i for i in worst if not right[i]][:4]
+  batch = load_images(source, [keys[i] for i in chosen], size)
+  model = models.create_model(config.model)
+  layer = gradcam.last_pooling_layer(model, size)
+  heatmaps = gradcam.gradcam(state.apply_fn, state.params, batch, layer)
+  plots.plot_image_grid(
+    [plots.overlay_heatmap(i, h) for i, h in zip(batch, heatmaps, strict=True)],
+    [
+      ('right: ' if right[i] else 'WRONG: ') + title(labels[i], logits[i])
+      for i in chosen
+    ],  # fmt: skip
+    os.path.join(out, 'gradcam.png'),
+  )
+  names.append('gradcam')
+  return names
+
+
+def write_run_report(workdir, config, state, source, step) -> str:
+  """Redraws the plots and writes `workdir/report.md`; returns its path."""
+  plot_names = draw_plots(workdir, config, state, source)
+  _, labels, logits = read_predictions(workdir)
+  model = models.create_model(config.model)
+  text = render_report(
+    read_json(workdir, 'eval_test.json'),
+    metrics_lib.classification_report(labels, logits),
+    read_json(workdir, 'data_report.json'),
+    step,
+    models.format_summary(models.summarize(model, config.data.image_size)),
+    plot_names,
+  )
   path = os.path.join(workdir, 'report.md')
   with open(path, 'w') as f:
-    f.write(
-      render_report(test_metrics, classification_report, data_report, step)
-    )
+    f.write(text)
   return path

@@ -90,6 +90,18 @@ class FolderSource:
       return images.decode_rgb(f.read())
 
 
+class FilesSource(FolderSource):
+  """Given image files, keyed by absolute path; labels from their paths."""
+
+  def __init__(self, paths: list[str]):
+    self.root = ''  # os.path.join('', key) is the key itself.
+    self.description = f'{len(paths)} files'
+    self._paths = list(paths)
+
+  def list_keys(self) -> tuple[list[str], list[dict[str, str]]]:
+    return list(self._paths), []
+
+
 class TfdsSource:
   """A prepared TFDS dataset, read through `tfds.data_source` (array_record).
 

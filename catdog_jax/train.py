@@ -153,6 +153,20 @@ def eval_step(state: TrainState, batch):
 # --- Host-side helpers -------------------------------------------------------
 
 
+def create_shardings():
+  """(batch, replicated) shardings over a ('data',) mesh of all devices."""
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+
+
+def compile_eval_step(data_sharding, replicated):
+  return jax.jit(
+    eval_step,
+    in_shardings=(replicated, data_sharding),
+    out_shardings=data_sharding,
+  )
+
+
 def to_global(batch, sharding):
   """This process's share of a batch, as one array sharded over the mesh."""
   return jax.tree.map(
@@ -161,20 +175,37 @@ def to_global(batch, sharding):
 
 
 def evaluate(eval_fn, state, examples, source, config, sharding):
-  """Labels and logits of every example, in float64 on the host."""
-  local_batch = config.batch_size // jax.process_count()
-  shard = examples[jax.process_index() :: jax.process_count()]
+  """Predicts every example once, on all processes' devices.
+
+  The examples are padded (with None) to whole global batches and dealt out
+  to processes round-robin, so every process runs the same number of steps.
+
+  Returns:
+    (examples, labels, logits) in one order; logits in float64 on the host.
+  """
+  count = jax.process_count()
+  local_batch = config.batch_size // count
+  padded = list(examples)
+  padded += [None] * (-len(padded) % (count * local_batch))
+  shards = [padded[p::count] for p in range(count)]
   outputs = [
     eval_fn(state, to_global(batch, sharding))
     for batch in input_pipeline.eval_batches(
-      shard, source, config.data, batch_size=local_batch
+      shards[jax.process_index()], source, config.data, batch_size=local_batch
     )
   ]
   outputs = multihost_utils.process_allgather(outputs, tiled=True)
+  # Global batch t holds local batch t of process 0, then of process 1...
+  order = [
+    example
+    for start in range(0, len(shards[0]), local_batch)
+    for shard in shards
+    for example in shard[start : start + local_batch]
+  ]
   mask = np.concatenate([o['mask'] for o in outputs])
   labels = np.concatenate([o['label'] for o in outputs])[mask]
   logits = np.concatenate([o['logit'] for o in outputs])[mask]
-  return labels, logits.astype(np.float64)
+  return [e for e in order if e is not None], labels, logits.astype(np.float64)
 
 
 def first_nonfinite(step_metrics: list[dict], first_step: int):
@@ -303,9 +334,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   )
 
   # Mesh, state and compiled steps.
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
-  data_sharding = NamedSharding(mesh, P('data'))
-  replicated = NamedSharding(mesh, P())
+  data_sharding, replicated = create_shardings()
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   init_fn = jax.jit(
     functools.partial(create_train_state, config=config),
@@ -318,11 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     out_shardings=(replicated, replicated),
     donate_argnums=0,
   )
-  p_eval_step = jax.jit(
-    eval_step,
-    in_shardings=(replicated, data_sharding),
-    out_shardings=data_sharding,
-  )
+  p_eval_step = compile_eval_step(data_sharding, replicated)
   logging.info(
     '%d parameters on %d devices, %d steps of batch %d.',
     models.count_params(state.params),
@@ -348,11 +373,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     if start_step == 0:
       writer.write_hparams(_flatten(config.to_dict()))
 
-  def run_eval(split: str, step: int) -> dict:
-    labels, logits = evaluate(
+  def run_eval(split: str, step: int):
+    """Metrics of one split, and its (examples, labels, logits)."""
+    predictions = evaluate(
       p_eval_step, state, splits[split], source, config, data_sharding
     )
-    result = metrics_lib.classification_metrics(labels, logits)
+    result = metrics_lib.classification_metrics(*predictions[1:])
     writer.write_scalars(
       step,
       {
@@ -361,7 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         if isinstance(value, float)
       },
     )
-    return result, labels, logits
+    return result, predictions
 
   # Train. Logging at step N waits until step N + 1 is dispatched; steps
   # that evaluate or save sync anyway, and check for divergence first.
@@ -386,7 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         train_log.write(step)
         log_due = val_metrics = None
         if is_eval and splits['val']:
-          val_metrics, _, _ = run_eval('val', step)
+          val_metrics, _ = run_eval('val', step)
         if is_checkpoint:
           best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
           checkpointing.save(manager, step, state, train_iter, best)
@@ -405,18 +431,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   if is_chief and val_metrics is not None:
     write_json(os.path.join(workdir, 'eval_val.json'), val_metrics)
   if splits['test']:
-    test_metrics, labels, logits = run_eval('test', total_steps)
+    test_metrics, predictions = run_eval('test', total_steps)
+    test_metrics['step'] = total_steps
     if is_chief:
       write_json(os.path.join(workdir, 'eval_test.json'), test_metrics)
-      report.write_report(
-        workdir,
-        test_metrics=test_metrics,
-        classification_report=metrics_lib.classification_report(labels, logits),
-        data_report=data_report,
-        step=total_steps,
+      report.write_predictions(workdir, *predictions)
+      writer.flush()  # The report plots metrics.jsonl.
+      path = report.write_run_report(
+        workdir, config, state, source, total_steps
       )
       logging.info(
-        'Test: %s', metrics_lib.classification_report(labels, logits)
+        'Test:\n%s\nReport: %s',
+        metrics_lib.classification_report(*predictions[1:]),
+        path,
       )
   writer.close()
   return state

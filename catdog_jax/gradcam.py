@@ -1,0 +1,63 @@
+"""Grad-CAM: where in an image the prediction came from, by JAX autodiff.
+
+The activations entering a layer (by default the last pooling layer, so the
+last convolutional block's ReLU output) are weighted by the mean gradient of
+the predicted class's logit with respect to them (Selvaraju et al., 2017).
+"""
+
+import cv2
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from catdog_jax import models
+from catdog_jax import train
+
+
+def last_pooling_layer(model: nn.Module, image_size: int) -> str:
+  """Name of the model's last MaxPool2x2 layer."""
+  rows = models.summarize(model, image_size)
+  return [name for name, kind, _, _ in rows if kind == 'MaxPool2x2'][-1]
+
+
+def _forward(apply_fn, params, images_bhwc, layer, delta):
+  """Logits, with `delta` added to the input of `layer`; and that input."""
+  captured = []
+
+  def add_delta(next_fn, args, kwargs, context):
+    if context.module.name == layer and context.method_name == '__call__':
+      captured.append(args[0])
+      args = (args[0] + delta, *args[1:])
+    return next_fn(*args, **kwargs)
+
+  with nn.intercept_methods(add_delta):
+    logits = apply_fn({'params': params}, train.preprocess(images_bhwc))
+  return logits, captured[0]
+
+
+def gradcam(apply_fn, params, images_bhwc, layer: str) -> np.ndarray:
+  """Heatmaps in [0, 1], shape [B, H, W] of the images, for the predicted class.
+
+  Args:
+    apply_fn: the model's apply function.
+    params: its parameters.
+    images_bhwc: uint8 images, as the input pipeline gives them.
+    layer: the layer whose input is explained.
+  """
+  shape = jax.eval_shape(
+    lambda x: _forward(apply_fn, params, x, layer, 0.0)[1], images_bhwc
+  ).shape
+
+  def score(delta):
+    logits, activations = _forward(apply_fn, params, images_bhwc, layer, delta)
+    # Explain the predicted class: the dog logit, or minus it for cats.
+    sign = jnp.where(logits >= 0, 1.0, -1.0)
+    return jnp.sum(jax.lax.stop_gradient(sign) * logits), activations
+
+  grads, activations = jax.grad(score, has_aux=True)(jnp.zeros(shape))
+  weights = grads.mean(axis=(1, 2), keepdims=True)
+  cams = np.asarray(jax.nn.relu((weights * activations).sum(axis=-1)))
+  cams = cams / np.maximum(cams.max(axis=(1, 2), keepdims=True), 1e-12)
+  height, width = images_bhwc.shape[1:3]
+  return np.stack([cv2.resize(cam, (width, height)) for cam in cams])

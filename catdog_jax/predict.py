@@ -1,0 +1,190 @@
+"""Using a trained workdir: predict new images, evaluate labelled folders.
+
+Both read the config saved in the workdir and restore its best checkpoint
+(by validation accuracy), else its newest; both preprocess exactly as
+training's evaluation does, through `train.evaluate`.
+"""
+
+import concurrent.futures
+import csv
+import glob
+import json
+import os
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+from catdog_jax import checkpointing
+from catdog_jax import dataset
+from catdog_jax import images
+from catdog_jax import metrics as metrics_lib
+from catdog_jax import report
+from catdog_jax import sources
+from catdog_jax import train
+from catdog_jax.errors import UsageError
+
+CONFIG_FILENAME = 'config.json'
+DOG_THRESHOLD = 0.5
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  if not os.path.exists(path):
+    raise UsageError(f'{path} is missing: is {workdir!r} a training workdir?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_state(
+  workdir: str, config: ml_collections.ConfigDict, step: int | None = None
+):
+  """(train state, step) of checkpoint `step`, else the best, else newest."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
+  manager = checkpointing.create_checkpoint_manager(
+    workdir, config.checkpoints_to_keep
+  )
+  step = step or manager.best_step() or manager.latest_step()
+  if step is None:
+    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
+  abstract = train.create_train_state(jax.random.key(0), config)
+  restored = manager.restore(
+    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+  )
+  logging.info('Restored checkpoint %d from %s.', step, workdir)
+  return restored.state, step
+
+
+def find_images(pattern: str) -> list[str]:
+  """Image files named by a file, a folder (searched recursively) or a glob.
+
+  Raises:
+    UsageError: if nothing matches.
+  """
+  if os.path.isdir(pattern):
+    found = [
+      os.path.join(folder, name)
+      for folder, _, names in os.walk(pattern)
+      for name in names
+      if sources.is_image_file(name)
+    ]
+  elif os.path.isfile(pattern):
+    found = [pattern]
+  else:
+    found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
+  if not found:
+    raise UsageError(f'no image files match {pattern!r}')
+  return sorted(os.path.abspath(p) for p in found)
+
+
+def check_images(source, keys, config) -> tuple[list[str], list[dict]]:
+  """Keys that decode, and {'path', 'reason'} for those that do not."""
+
+  def reason(key):
+    try:
+      source.inspect(key, config.max_pixels)
+    except (OSError, images.UnusableImageError) as e:
+      return str(e)
+    return None
+
+  with concurrent.futures.ThreadPoolExecutor(
+    config.num_workers or None
+  ) as pool:
+    reasons = list(pool.map(reason, keys))
+  usable = [k for k, r in zip(keys, reasons, strict=True) if r is None]
+  skipped = [
+    {'path': k, 'reason': r} for k, r in zip(keys, reasons, strict=True) if r
+  ]
+  return usable, skipped
+
+
+class Predictor:
+  """A restored model and its compiled evaluation step."""
+
+  def __init__(self, workdir: str):
+    self.config = load_config(workdir)
+    self.state, self.step = restore_state(workdir, self.config)
+    self._data_sharding, replicated = train.create_shardings()
+    self._eval_fn = train.compile_eval_step(self._data_sharding, replicated)
+
+  def logits(self, examples, source):
+    """(examples, labels, logits) in one order, as training evaluates."""
+    return train.evaluate(
+      self._eval_fn, self.state, examples, source, self.config,
+      self._data_sharding,
+    )  # fmt: skip
+
+
+def predict(workdir: str, pattern: str) -> tuple[list[dict], list[dict]]:
+  """Dog probabilities of the images `pattern` names.
+
+  Returns:
+    Rows {'path', 'prob_dog', 'label'} for usable images, and
+    {'path', 'reason'} for skipped ones.
+  """
+  predictor = Predictor(workdir)
+  source = sources.FilesSource(find_images(pattern))
+  keys, skipped = check_images(
+    source, source.list_keys()[0], predictor.config.data
+  )
+  logging.info('Predicting %d images (%d skipped).', len(keys), len(skipped))
+  examples = [dataset.Example(key, 0, '') for key in keys]
+  examples, _, logits = predictor.logits(examples, source)
+  rows = []
+  for example, logit in zip(examples, logits, strict=True):
+    prob = float(metrics_lib.sigmoid(logit))
+    label = 'dog' if prob >= DOG_THRESHOLD else 'cat'
+    rows.append({'path': example.key, 'prob_dog': prob, 'label': label})
+  return rows, skipped
+
+
+def write_predictions_csv(rows: list[dict], path: str) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=['path', 'prob_dog', 'label'])
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def format_predictions(rows, skipped, limit: int = 20) -> str:
+  """A short table of predictions, then the skipped files and why."""
+  lines = [f'{"prob_dog":>8}  label  path']
+  lines += [f'{r["prob_dog"]:8.4f}  {r["label"]:5}  {r["path"]}'
+            for r in rows[:limit]]  # fmt: skip
+  if len(rows) > limit:
+    lines.append(f'... and {len(rows) - limit} more')
+  dogs = sum(r['label'] == 'dog' for r in rows)
+  lines.append(f'{len(rows)} images: {dogs} dogs, {len(rows) - dogs} cats; '
+               f'{len(skipped)} skipped.')  # fmt: skip
+  lines += [f'  skipped {s["path"]}: {s["reason"]}' for s in skipped]
+  return '\n'.join(lines)
+
+
+def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
+  """Metrics of the workdir's model on every usable image of a labelled folder.
+
+  Returns:
+    (metrics as in eval_test.json plus num_skipped and skipped, the
+    classification report).
+  """
+  predictor = Predictor(workdir)
+  config = predictor.config.data.copy_and_resolve_references()
+  config.source, config.root = 'folder', root
+  source = sources.create_source(config)
+  index = dataset.build_index(source, config)
+  _, labels, logits = predictor.logits(index.examples, source)
+  result = metrics_lib.classification_metrics(labels, logits)
+  result['num_skipped'] = len(index.skipped)
+  result['skipped'] = index.skipped
+  result['checkpoint_step'] = predictor.step
+  return result, metrics_lib.classification_report(labels, logits)
+
+
+def regenerate_report(workdir: str) -> str:
+  """Redraws report.md and plots/ for the model the test split measured."""
+  config = load_config(workdir)
+  step = report.read_json(workdir, 'eval_test.json')['step']
+  state, _ = restore_state(workdir, config, step)
+  source = sources.create_source(config.data)
+  return report.write_run_report(workdir, config, state, source, step)
