@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Images whose header claims more pixels are skipped before decoding.
   config.data.max_pixels = 50_000_000
   # Perceptual hashes this close (in bits, of 64) mark near duplicates.
-  config.data.near_duplicate_bits = 8
+  config.data.near_duplicate_bits = 4
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seed_cnn'
