@@ -26,6 +26,7 @@ from catdog_jax import audit
 from catdog_jax import models
 from catdog_jax import predict
 from catdog_jax import train
+from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import CatdogError
 from catdog_jax.errors import UsageError
 
@@ -90,7 +91,7 @@ def run_eval():
     FLAGS.workdir, required_images()
   )
   output = FLAGS.output or os.path.join(FLAGS.workdir, 'eval_folder.json')
-  train.write_json(output, result)
+  workdir_lib.write_json(output, result)
   print(report_text)
   print(f'accuracy {result["accuracy"]:.4f}, {result["num_examples"]} images, '
         f'{result["num_skipped"]} skipped. Wrote {output}')  # fmt: skip

@@ -1,21 +1,11 @@
 """`--mode=audit`: index a data folder and report what is in it."""
 
-import json
 import os
 
 import ml_collections
 
 from catdog_jax import dataset
-
-DATA_REPORT = 'data_report.json'
-
-
-def write_data_report(workdir: str, report: dict) -> str:
-  path = os.path.join(workdir, DATA_REPORT)
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=2)
-    f.write('\n')
-  return path
+from catdog_jax import workdir as workdir_lib
 
 
 def run_audit(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -24,7 +14,9 @@ def run_audit(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _, _, report = dataset.load_splits(
     config, os.path.join(workdir, dataset.CACHE_FILENAME)
   )
-  write_data_report(workdir, report)
+  workdir_lib.write_json(
+    workdir_lib.path(workdir, workdir_lib.DATA_REPORT), report
+  )
   return report
 
 

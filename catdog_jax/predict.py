@@ -8,7 +8,6 @@ training's evaluation does, through `train.evaluate`.
 import concurrent.futures
 import csv
 import glob
-import json
 import os
 
 import jax
@@ -23,18 +22,17 @@ from catdog_jax import metrics as metrics_lib
 from catdog_jax import report
 from catdog_jax import sources
 from catdog_jax import train
+from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import UsageError
 
-CONFIG_FILENAME = 'config.json'
 DOG_THRESHOLD = 0.5
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILENAME)
+  path = workdir_lib.path(workdir, workdir_lib.CONFIG)
   if not os.path.exists(path):
     raise UsageError(f'{path} is missing: is {workdir!r} a training workdir?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(workdir_lib.read_json(path))
 
 
 def restore_state(
@@ -184,7 +182,9 @@ def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
 def regenerate_report(workdir: str) -> str:
   """Redraws report.md and plots/ for the model the test split measured."""
   config = load_config(workdir)
-  step = report.read_json(workdir, 'eval_test.json')['step']
+  step = workdir_lib.read_json(
+    workdir_lib.path(workdir, workdir_lib.EVAL_TEST)
+  )['step']
   state, _ = restore_state(workdir, config, step)
   source = sources.create_source(config.data)
   return report.write_run_report(workdir, config, state, source, step)

@@ -6,7 +6,6 @@ of training share it.
 """
 
 import csv
-import json
 import os
 
 import numpy as np
@@ -17,6 +16,7 @@ from catdog_jax import metric_writers
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
 from catdog_jax import plots
+from catdog_jax import workdir as workdir_lib
 from catdog_jax.sources import CLASS_NAMES
 
 PLOTS_DIR = 'plots'
@@ -128,11 +128,6 @@ def read_predictions(workdir):
   return keys, labels, logits
 
 
-def read_json(workdir, name):
-  with open(os.path.join(workdir, name)) as f:
-    return json.load(f)
-
-
 def example_losses(labels, logits) -> np.ndarray:
   return np.logaddexp(0.0, logits) - labels * logits
 
@@ -152,7 +147,7 @@ def draw_plots(workdir, config, state, source) -> list[str]:
   out = os.path.join(workdir, PLOTS_DIR)
   os.makedirs(out, exist_ok=True)
   keys, labels, logits = read_predictions(workdir)
-  test = read_json(workdir, 'eval_test.json')
+  test = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST))
   records = metric_writers.read_jsonl(
     os.path.join(workdir, metric_writers.METRICS_FILENAME)
   )
@@ -200,14 +195,14 @@ def write_run_report(workdir, config, state, source, step) -> str:
   _, labels, logits = read_predictions(workdir)
   model = models.create_model(config.model)
   text = render_report(
-    read_json(workdir, 'eval_test.json'),
+    workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
     metrics_lib.classification_report(labels, logits),
-    read_json(workdir, 'data_report.json'),
+    workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.DATA_REPORT)),
     step,
     models.format_summary(models.summarize(model, config.data.image_size)),
     plot_names,
   )
-  path = os.path.join(workdir, 'report.md')
+  path = workdir_lib.path(workdir, workdir_lib.REPORT)
   with open(path, 'w') as f:
     f.write(text)
   return path

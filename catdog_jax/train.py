@@ -4,7 +4,6 @@
 """
 
 import functools
-import json
 import os
 import signal
 import threading
@@ -21,7 +20,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from catdog_jax import audit
 from catdog_jax import checkpointing
 from catdog_jax import dataset
 from catdog_jax import input_pipeline
@@ -29,6 +27,7 @@ from catdog_jax import metric_writers
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
 from catdog_jax import report
+from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import DivergenceError
 from catdog_jax.errors import UsageError
 
@@ -292,12 +291,6 @@ class StopSignal:
     return self._event.is_set()
 
 
-def write_json(path: str, value) -> None:
-  with open(path, 'w') as f:
-    json.dump(value, f, indent=2)
-    f.write('\n')
-
-
 # --- Entry point --------------------------------------------------------------
 
 
@@ -368,8 +361,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   writer = metric_writers.create_default_writer(workdir, not is_chief)
   if is_chief:
-    write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-    audit.write_data_report(workdir, data_report)
+    workdir_lib.write_json(
+      workdir_lib.path(workdir, workdir_lib.CONFIG), config.to_dict()
+    )
+    workdir_lib.write_json(
+      workdir_lib.path(workdir, workdir_lib.DATA_REPORT), data_report
+    )
     if start_step == 0:
       writer.write_hparams(_flatten(config.to_dict()))
 
@@ -429,12 +426,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   # Final evaluation.
   if is_chief and val_metrics is not None:
-    write_json(os.path.join(workdir, 'eval_val.json'), val_metrics)
+    workdir_lib.write_json(
+      workdir_lib.path(workdir, workdir_lib.EVAL_VAL), val_metrics
+    )
   if splits['test']:
     test_metrics, predictions = run_eval('test', total_steps)
     test_metrics['step'] = total_steps
     if is_chief:
-      write_json(os.path.join(workdir, 'eval_test.json'), test_metrics)
+      workdir_lib.write_json(
+        workdir_lib.path(workdir, workdir_lib.EVAL_TEST), test_metrics
+      )
       report.write_predictions(workdir, *predictions)
       writer.flush()  # The report plots metrics.jsonl.
       path = report.write_run_report(
