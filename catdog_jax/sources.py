@@ -111,7 +111,8 @@ class TfdsSource:
 
   def __init__(self, name: str, split: str, data_dir: str | None):
     try:
-      import tensorflow_datasets as tfds  # noqa: PLC0415 - optional extra.
+      # Imported here: slow to import, and only this source needs it.
+      import tensorflow_datasets as tfds
     except ImportError as e:
       raise UsageError(
         'data.source=tfds needs tensorflow-datasets: pip install -e ".[tfds]"'

@@ -1,11 +1,13 @@
 """Shared fixtures: synthetic JPEG folders and a tiny, fast config."""
 
+import json
 import os
 
 import cv2
 import numpy as np
 import pytest
 
+from catdog_jax import train
 from configs import base
 
 SHARED_DATA = os.path.join(
@@ -87,3 +89,14 @@ def tiny_flags(root: str, **overrides) -> list[str]:
   return ['--config=configs/base.py'] + [
     f'--config.{key}={value}' for key, value in settings.items()
   ]
+
+
+@pytest.fixture(scope='session')
+def straight_log_loss(flat_dataset, tmp_path_factory):
+  """Test log-loss of a 30-step tiny run on flat_dataset, never interrupted."""
+  workdir = tmp_path_factory.mktemp('straight30')
+  train.train_and_evaluate(
+    tiny_config(flat_dataset, num_train_steps=30), workdir
+  )
+  with open(workdir / 'eval_test.json') as f:
+    return json.load(f)['log_loss']

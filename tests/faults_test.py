@@ -44,7 +44,7 @@ def read_json(workdir, name):
 
 
 @pytest.fixture(scope='module')
-def straight_log_loss(flat_dataset, tmp_path_factory):
+def long_straight_log_loss(flat_dataset, tmp_path_factory):
   """Test log-loss of the long run, never interrupted."""
   workdir = tmp_path_factory.mktemp('straight')
   result = run_main(conftest.tiny_flags(flat_dataset, **LONG_RUN), workdir)
@@ -70,7 +70,7 @@ def start_and_kill_after_first_checkpoint(flags, workdir, sig):
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
 def test_kill_then_relaunch_ends_like_a_straight_run(
-  sig, flat_dataset, tmp_path, straight_log_loss
+  sig, flat_dataset, tmp_path, long_straight_log_loss
 ):
   flags = conftest.tiny_flags(flat_dataset, **LONG_RUN)
   returncode, stderr = start_and_kill_after_first_checkpoint(
@@ -89,7 +89,7 @@ def test_kill_then_relaunch_ends_like_a_straight_run(
   assert relaunched.returncode == 0, relaunched.stderr[-3000:]
   assert f'Resuming from checkpoint {steps[-1]}' in relaunched.stderr
   assert read_json(tmp_path, 'eval_test.json')['log_loss'] == pytest.approx(
-    straight_log_loss, rel=1e-5, abs=1e-7
+    long_straight_log_loss, rel=1e-5, abs=1e-7
   )
 
 
@@ -100,11 +100,9 @@ def tear(checkpoint_dir):
       open(os.path.join(folder, name), 'w').close()
 
 
-def test_torn_newest_checkpoint_is_moved_aside(flat_dataset, tmp_path):
-  straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(
-    conftest.tiny_config(flat_dataset, num_train_steps=30), straight
-  )
+def test_torn_newest_checkpoint_is_moved_aside(
+  flat_dataset, tmp_path, straight_log_loss
+):
   torn = str(tmp_path / 'torn')
   train.train_and_evaluate(
     conftest.tiny_config(flat_dataset, num_train_steps=20), torn
@@ -117,7 +115,7 @@ def test_torn_newest_checkpoint_is_moved_aside(flat_dataset, tmp_path):
   moved = os.listdir(os.path.join(torn, checkpointing.QUARANTINE))
   assert len(moved) == 1 and moved[0].startswith('20-')
   assert read_json(torn, 'eval_test.json')['log_loss'] == pytest.approx(
-    read_json(straight, 'eval_test.json')['log_loss'], rel=1e-6
+    straight_log_loss, rel=1e-6
   )
 
 

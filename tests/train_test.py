@@ -112,11 +112,9 @@ def test_train_and_evaluate_writes_the_workdir(folder_dataset, tmp_path):
   assert '| true \\ predicted | cat | dog |' in report
 
 
-def test_resumed_run_ends_like_a_straight_run(flat_dataset, tmp_path):
-  straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(
-    conftest.tiny_config(flat_dataset, num_train_steps=30), straight
-  )
+def test_resumed_run_ends_like_a_straight_run(
+  flat_dataset, tmp_path, straight_log_loss
+):
   resumed = str(tmp_path / 'resumed')
   train.train_and_evaluate(
     conftest.tiny_config(flat_dataset, num_train_steps=13), resumed
@@ -125,7 +123,6 @@ def test_resumed_run_ends_like_a_straight_run(flat_dataset, tmp_path):
     conftest.tiny_config(flat_dataset, num_train_steps=30), resumed
   )
   assert int(state.step) == 30
-  expected = read_json(straight, 'eval_test.json')['log_loss']
   assert read_json(resumed, 'eval_test.json')['log_loss'] == pytest.approx(
-    expected, rel=1e-6
+    straight_log_loss, rel=1e-6
   )
