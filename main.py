@@ -23,6 +23,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from catdog_jax import audit
+from catdog_jax import distributed
 from catdog_jax import models
 from catdog_jax import predict
 from catdog_jax import train
@@ -48,6 +49,11 @@ flags.DEFINE_string(
 flags.DEFINE_string(
   'output', None, 'predict: CSV to write; eval: JSON to write.'
 )
+flags.DEFINE_string(
+  'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.'
+)
+flags.DEFINE_integer('num_processes', None, 'Multi-host: how many processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-host: this process, from 0.')
 config_flags.DEFINE_config_file(
   'config', None, 'Training configuration file.', lock_config=True
 )
@@ -127,6 +133,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   quiet_orbax_info_logs()
+  distributed.initialize(
+    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+  )
   try:
     if FLAGS.mode != 'summary' and not FLAGS.workdir:
       raise UsageError(f'--workdir is required for --mode={FLAGS.mode}')

@@ -97,6 +97,24 @@ def plot_image_grid(
   return _save(figure, path)
 
 
+def plot_sweep(
+  values: list[str], metrics: dict[str, list[float]], key: str, path: str
+) -> str:
+  """Test metrics against the one swept key's values."""
+  figure, axes = plt.subplots(
+    1, len(metrics), figsize=(4.5 * len(metrics), 3.5)
+  )
+  for ax, (name, series) in zip(
+    np.atleast_1d(axes), metrics.items(), strict=True
+  ):
+    ax.plot(range(len(values)), series, 'o-')
+    ax.set_xticks(range(len(values)), values)
+    ax.set_xlabel(key)
+    ax.set_title(f'test {name}')
+    ax.grid(alpha=0.3)
+  return _save(figure, path)
+
+
 def overlay_heatmap(image_rgb: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
   """A [0, 1] heatmap over an RGB uint8 image, as RGB uint8."""
   colored = plt.get_cmap('jet')(np.clip(heatmap, 0, 1))[..., :3] * 255

@@ -309,9 +309,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   os.makedirs(workdir, exist_ok=True)
 
   # Data.
-  source, splits, data_report = dataset.load_splits(
-    config.data, os.path.join(workdir, dataset.CACHE_FILENAME)
-  )
+  # One writer for the index cache: the first process.
+  cache = os.path.join(workdir, dataset.CACHE_FILENAME) if is_chief else None
+  source, splits, data_report = dataset.load_splits(config.data, cache)
   for name, counts in data_report['splits'].items():
     logging.info('%s split: %s', name, counts)
   total_steps = num_train_steps(config, len(splits['train']))

@@ -1,0 +1,108 @@
+"""Scale-out: several devices, several processes, sweeps.
+
+Real processes on localhost: CPU devices are multiplied with XLA_FLAGS, and
+the multi-process run connects two JAX processes through jax.distributed
+(gloo collectives on CPU).
+"""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests import conftest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+RUN = {'num_train_steps': 30, 'eval_every_steps': 30}
+
+
+def command(script, *args):
+  return [sys.executable, os.path.join(REPO, script), *args]
+
+
+def run(args, env=None):
+  result = subprocess.run(
+    args, cwd=REPO, capture_output=True, text=True, timeout=600,
+    env={**os.environ, **(env or {})},
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def read_log_loss(workdir):
+  with open(os.path.join(workdir, 'eval_test.json')) as f:
+    return json.load(f)['log_loss']
+
+
+@pytest.fixture(scope='module')
+def two_device_log_loss(flat_dataset, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('two_devices')
+  flags = conftest.tiny_flags(flat_dataset, **RUN)
+  result = run(command('main.py', *flags, f'--workdir={workdir}'), TWO_DEVICES)
+  assert 'on 2 devices' in result.stderr
+  return read_log_loss(workdir)
+
+
+def test_one_device_ends_like_two(flat_dataset, tmp_path, two_device_log_loss):
+  flags = conftest.tiny_flags(flat_dataset, **RUN)
+  result = run(command('main.py', *flags, f'--workdir={tmp_path}'))
+  assert 'on 1 devices' in result.stderr
+  assert read_log_loss(tmp_path) == pytest.approx(two_device_log_loss, rel=1e-3)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_end_like_two_devices(
+  flat_dataset, tmp_path, two_device_log_loss
+):
+  flags = conftest.tiny_flags(flat_dataset, **RUN)
+  address = f'localhost:{free_port()}'
+  processes = [
+    subprocess.Popen(
+      command('main.py', *flags, f'--workdir={tmp_path}',
+              f'--coordinator_address={address}', '--num_processes=2',
+              f'--process_id={i}'),
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    for i in range(2)
+  ]  # fmt: skip
+  for process in processes:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+  assert read_log_loss(tmp_path) == pytest.approx(two_device_log_loss, rel=1e-3)
+  # Both processes saved their share of the input pipeline's position.
+  data_dir = os.path.join(tmp_path, 'checkpoints', '30', 'data')
+  assert sorted(os.listdir(data_dir))[-2:] == [
+    'process_0-of-2.json',
+    'process_1-of-2.json',
+  ]
+
+
+def test_two_point_sweep_tabulates_and_resumes(flat_dataset, tmp_path):
+  args = command(
+    'scripts/sweep.py', *conftest.tiny_flags(flat_dataset, **RUN),
+    f'--workdir={tmp_path}', '--sweep=optimizer.learning_rate=0.001,0.003',
+  )  # fmt: skip
+  run(args)
+  with open(tmp_path / 'sweep_results.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['optimizer.learning_rate'] for r in rows] == ['0.001', '0.003']
+  for row in rows:
+    assert row['status'] == 'done' and 0 <= float(row['accuracy']) <= 1
+    assert float(row['log_loss']) > 0 and float(row['train_seconds']) > 0
+  assert (tmp_path / 'sweep_results.md').exists()
+  assert (tmp_path / 'sweep_results.png').exists()
+  run_dir = tmp_path / 'optimizer.learning_rate=0.001'
+  assert (run_dir / 'eval_test.json').exists()
+  before = (run_dir / 'sweep_run.json').stat().st_mtime_ns
+  run(args)  # Finished runs are skipped, not trained again.
+  assert (run_dir / 'sweep_run.json').stat().st_mtime_ns == before
