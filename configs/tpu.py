@@ -1,0 +1,24 @@
+"""The seed CNN on a TPU (Colab's v2-8 or larger): batch 256, bfloat16.
+
+Command (see notebooks/colab_tpu.ipynb):
+  python main.py --config=configs/tpu.py --workdir=/content/run \
+    --config.data.source=tfds
+
+Convolutions and matrix products run in bfloat16; parameters, optimizer
+state, the loss and the metrics stay float32. The global batch of 256 is
+split over the 8 TPU cores. Not yet measured on a TPU: no TPU was available
+to this project; time and accuracy will be recorded here once run.
+"""
+
+from configs import base
+
+
+def get_config():
+  """base.py with a TPU-sized batch and bfloat16 computation."""
+  config = base.get_config()
+  config.batch_size = 256
+  config.dtype = 'bfloat16'
+  config.log_every_steps = 20
+  config.eval_every_steps = 200
+  config.checkpoint_every_steps = 200
+  return config
