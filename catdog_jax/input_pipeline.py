@@ -98,14 +98,16 @@ def eval_batches(
   None entries and the padding of the last batch have mask False, so every
   batch has one shape and every example is evaluated exactly once.
   """
-  load = functools.partial(
-    load_eval_example, source=source, image_size=config.image_size
-  )
+
+  def load(index):
+    return load_eval_example(examples[index], source, config.image_size)
+
   read_options = grain.ReadOptions(
     num_threads=config.num_workers or os.cpu_count(),
     prefetch_buffer_size=config.prefetch_batches * batch_size,
   )
-  ds = grain.MapDataset.source(list(examples)).map(load)
+  # Indices, not examples, go through grain: it would drop None elements.
+  ds = grain.MapDataset.range(len(examples)).map(load)
   for batch in ds.to_iter_dataset(read_options).batch(batch_size):
     yield pad_batch(batch, batch_size)
 

@@ -17,6 +17,7 @@ import optax
 from absl import logging
 from flax.training import train_state
 from jax.experimental import multihost_utils
+from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -154,7 +155,11 @@ def eval_step(state: TrainState, batch):
 
 def create_shardings():
   """(batch, replicated) shardings over a ('data',) mesh of all devices."""
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  # Auto axes: jit's in/out shardings place the data, as in GSPMD; arrays'
+  # types carry no mesh, so host-side code can use them on any device.
+  mesh = jax.make_mesh(
+    (jax.device_count(),), ('data',), axis_types=(AxisType.Auto,)
+  )
   return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 

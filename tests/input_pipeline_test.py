@@ -71,3 +71,14 @@ def test_eval_batches_pad_and_mask_every_example_once(flat_dataset):
   assert all(b['image'].shape == (8, 32, 32, 3) for b in batches)
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
   np.testing.assert_array_equal(labels, [e.label for e in examples])
+
+
+def test_eval_batches_keep_none_padding_rows(flat_dataset):
+  examples, source = index(flat_dataset)
+  padded = [examples[0], None, examples[1], None, None]
+  batches = list(
+    ip.eval_batches(padded, source, data_config(flat_dataset), batch_size=4)
+  )
+  assert len(batches) == 2
+  masks = np.concatenate([b['mask'] for b in batches])
+  np.testing.assert_array_equal(masks, [1, 0, 1, 0, 0, 0, 0, 0])
