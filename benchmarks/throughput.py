@@ -1,0 +1,149 @@
+"""Throughput of the train step, the eval step and the input pipeline.
+
+  # Steps alone: batches already on the device, compile and warm-up excluded.
+  python benchmarks/throughput.py --config=configs/base.py \
+    --config.batch_size=32 --steps=5
+  # The input pipeline over a folder (index, read, decode, resize, batch),
+  # then training steps fed by it (end to end).
+  python benchmarks/throughput.py --config=configs/base.py \
+    --images=../shared/data/kaggle-orig --steps=5
+
+Each figure is the median over --steps timed repetitions. The last line
+printed is JSON.
+"""
+
+import json
+import statistics
+import time
+
+import jax
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from catdog_jax import dataset
+from catdog_jax import input_pipeline
+from catdog_jax import sources
+from catdog_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file.')
+flags.DEFINE_integer('steps', 5, 'Timed repetitions (the median is kept).')
+flags.DEFINE_integer('warmup', 2, 'Untimed repetitions after compiling.')
+flags.DEFINE_string('images', None, 'Folder: time the input pipeline on it.')
+flags.mark_flags_as_required(['config'])
+
+
+def median_seconds(fn, repetitions: int, warmup: int) -> float:
+  """Median wall time of fn(), which must block until its work is done."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repetitions):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def compiled_steps(config):
+  """(state, train step, eval step, batch sharding), compiled for config."""
+  data_sharding, replicated = train.create_shardings()
+  state = jax.jit(
+    lambda rng: train.create_train_state(rng, config), out_shardings=replicated
+  )(jax.random.key(0))
+  train_fn = jax.jit(
+    train.train_step,
+    in_shardings=(replicated, data_sharding, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
+  eval_fn = train.compile_eval_step(data_sharding, replicated)
+  return state, train_fn, eval_fn, data_sharding
+
+
+def time_steps(config) -> dict:
+  """Images/s of the train and eval steps on a batch already on the device."""
+  state, train_fn, eval_fn, sharding = compiled_steps(config)
+  size, batch_size = config.data.image_size, config.batch_size
+  rng = np.random.default_rng(0)
+  batch = train.to_global({
+    'image': rng.integers(0, 256, (batch_size, size, size, 3), np.uint8),
+    'label': rng.integers(0, 2, (batch_size,), np.int32),
+    'mask': np.ones((batch_size,), bool),
+  }, sharding)  # fmt: skip
+  train_batch = {k: batch[k] for k in ('image', 'label')}
+  step_rng = jax.random.key(1)
+  holder = {'state': state}
+
+  def one_train_step():
+    holder['state'], metrics = train_fn(holder['state'], train_batch, step_rng)
+    jax.block_until_ready(metrics)
+
+  def one_eval_step():
+    jax.block_until_ready(eval_fn(holder['state'], batch))
+
+  train_seconds = median_seconds(one_train_step, FLAGS.steps, FLAGS.warmup)
+  eval_seconds = median_seconds(one_eval_step, FLAGS.steps, FLAGS.warmup)
+  return {
+    'train_images_per_sec': batch_size / train_seconds,
+    'eval_images_per_sec': batch_size / eval_seconds,
+  }
+
+
+def time_input(config) -> dict:
+  """Images/s of the input pipeline, and of training fed by it."""
+  start = time.perf_counter()
+  source = sources.FolderSource(FLAGS.images)
+  examples = dataset.build_index(source, config.data).examples
+  index_seconds = time.perf_counter() - start
+
+  def one_pass():
+    for _ in input_pipeline.eval_batches(
+      examples, source, config.data, batch_size=config.batch_size
+    ):
+      pass
+
+  pass_seconds = median_seconds(one_pass, FLAGS.steps, warmup=1)
+
+  state, train_fn, _, sharding = compiled_steps(config)
+  iterator = input_pipeline.create_train_iterator(
+    examples, source, config.data, batch_size=config.batch_size, seed=0
+  )
+  holder = {'state': state}
+
+  def one_fed_step():
+    batch = train.to_global(next(iterator), sharding)
+    holder['state'], metrics = train_fn(
+      holder['state'], batch, jax.random.key(1)
+    )
+    jax.block_until_ready(metrics)
+
+  fed_seconds = median_seconds(one_fed_step, FLAGS.steps, FLAGS.warmup)
+  return {
+    'images': len(examples),
+    'index_seconds': index_seconds,
+    'input_images_per_sec': len(examples) / pass_seconds,
+    'end_to_end_train_images_per_sec': config.batch_size / fed_seconds,
+  }
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  result = time_input(config) if FLAGS.images else time_steps(config)
+  result.update({
+    'device': jax.devices()[0].device_kind,
+    'num_devices': jax.device_count(),
+    'batch_size': config.batch_size,
+    'image_size': config.data.image_size,
+    'dtype': config.dtype,
+    'steps': FLAGS.steps,
+    'mode': 'input' if FLAGS.images else 'steps',
+  })  # fmt: skip
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)
