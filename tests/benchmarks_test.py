@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
   '--config=configs/base.py',
