@@ -33,6 +33,7 @@ from catdog_jax.errors import DivergenceError
 from catdog_jax.errors import UsageError
 
 MIN_IMAGE_SIZE = 16
+PROGRESS_EVERY_BATCHES = 50
 
 
 class TrainState(train_state.TrainState):
@@ -192,12 +193,15 @@ def evaluate(eval_fn, state, examples, source, config, sharding):
   padded = list(examples)
   padded += [None] * (-len(padded) % (count * local_batch))
   shards = [padded[p::count] for p in range(count)]
-  outputs = [
-    eval_fn(state, to_global(batch, sharding))
-    for batch in input_pipeline.eval_batches(
-      shards[jax.process_index()], source, config.data, batch_size=local_batch
-    )
-  ]
+  batches = input_pipeline.eval_batches(
+    shards[jax.process_index()], source, config.data, batch_size=local_batch
+  )
+  num_batches = len(shards[0]) // local_batch
+  outputs = []
+  for i, batch in enumerate(batches, start=1):
+    outputs.append(eval_fn(state, to_global(batch, sharding)))
+    if i % PROGRESS_EVERY_BATCHES == 0:
+      logging.info('Evaluated %d/%d batches.', i, num_batches)
   outputs = multihost_utils.process_allgather(outputs, tiled=True)
   # Global batch t holds local batch t of process 0, then of process 1...
   order = [
