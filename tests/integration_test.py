@@ -5,6 +5,7 @@ Skipped when that folder is absent (a user's fresh clone has no ../shared).
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -20,10 +21,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_kaggle200_split_is_stratified_and_disjoint():
+@pytest.fixture(scope='module')
+def index_cache(tmp_path_factory):
+  """One index of the 20,000 photos, shared by this module's tests."""
+  return str(tmp_path_factory.mktemp('kaggle200') / dataset.CACHE_FILENAME)
+
+
+def test_kaggle200_split_is_stratified_and_disjoint(index_cache):
   config = base.get_config().data
   config.root = KAGGLE200
-  _, splits, _ = dataset.load_splits(config, None)
+  _, splits, _ = dataset.load_splits(config, index_cache)
   counts = {name: dataset.class_counts(s) for name, s in splits.items()}
   assert sum(sum(c.values()) for c in counts.values()) == 20_000
   for name, fraction in (('val', 0.1), ('test', 0.1), ('train', 0.8)):
@@ -34,13 +41,15 @@ def test_kaggle200_split_is_stratified_and_disjoint():
   assert not digests[1] & digests[2]
 
 
-def test_seed_cnn_trains_on_kaggle200(tmp_path):
+def test_seed_cnn_trains_on_kaggle200(tmp_path, index_cache):
   config = base.get_config()
   config.data.root = KAGGLE200
   config.data.image_size = 48
   config.num_train_steps = 40
   config.batch_size = 16
   config.eval_every_steps = config.checkpoint_every_steps = 20
+  if os.path.exists(index_cache):  # Written by the test above.
+    shutil.copy(index_cache, tmp_path / dataset.CACHE_FILENAME)
   state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 40
   with open(tmp_path / 'eval_test.json') as f:
