@@ -14,11 +14,21 @@ import ml_collections
 
 
 class MaxPool2x2(nn.Module):
-  """2x2 max pooling, stride 2, SAME padding (Keras `MaxPooling2D`)."""
+  """2x2 max pooling, stride 2, SAME padding (Keras `MaxPooling2D`).
+
+  Written as pad + reshape + max rather than `nn.max_pool`: the same values
+  (SAME pads an odd edge at the bottom/right), but the gradient avoids
+  `select_and_scatter`, which XLA:CPU runs slowly. Measured on the seed CNN
+  at 255x255, batch 32, 2-core CPU: train step 1.59x, eval step 1.31x.
+  """
 
   @nn.compact
   def __call__(self, x):
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+    _, height, width, _ = x.shape
+    pads = ((0, 0), (0, height % 2), (0, width % 2), (0, 0))
+    x = jnp.pad(x, pads, constant_values=-jnp.inf)
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class Flatten(nn.Module):

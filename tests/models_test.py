@@ -1,8 +1,10 @@
 """Tests for catdog_jax.models."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from catdog_jax import models
@@ -64,3 +66,12 @@ def test_bfloat16_computation_keeps_float32_params():
 def test_unknown_model_lists_the_known_ones():
   with pytest.raises(ValueError, match='known: seed_cnn'):
     models.create_model(ml_collections.ConfigDict({'name': 'vgg'}))
+
+
+@pytest.mark.parametrize('size', [255, 128, 7])
+def test_max_pool_matches_same_padded_max_pool(size):
+  x = jax.random.normal(jax.random.key(size), (2, size, size + 1, 3))
+  expected = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+  got = models.MaxPool2x2().apply({}, x)
+  assert got.shape == expected.shape
+  np.testing.assert_array_equal(got, expected)
