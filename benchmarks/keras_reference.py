@@ -1,0 +1,88 @@
+"""The seed's Keras model, timed the way benchmarks/throughput.py times ours.
+
+Needs TensorFlow (and the absl-py it brings), which is not a project
+dependency; use its own virtualenv:
+
+  python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu
+  /tmp/tf/bin/python benchmarks/keras_reference.py --batch_size=32 --steps=5
+
+Builds the seed as the seed did (Sequential: three Conv2D 3x3 + MaxPooling2D
+2x2 blocks of 32, 64, 128 filters with SAME padding, Flatten, Dense 128, 64,
+32 with ReLU, Dense 1 sigmoid; Adam 1e-3, binary cross-entropy), then times
+`train_on_batch` and `predict_on_batch` on one batch already in memory:
+median of --steps after --warmup, float32. Prints one JSON line.
+"""
+
+import json
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('batch_size', 32, 'Batch size.')
+flags.DEFINE_integer('image_size', 255, 'Image side.')
+flags.DEFINE_integer('steps', 5, 'Timed steps (the median is kept).')
+flags.DEFINE_integer('warmup', 2, 'Untimed steps first.')
+
+
+def seed_model(image_size: int) -> tf.keras.Model:
+  layers = tf.keras.layers
+  model = tf.keras.Sequential([tf.keras.Input((image_size, image_size, 3))])
+  for filters in (32, 64, 128):
+    model.add(layers.Conv2D(filters, 3, padding='same', activation='relu'))
+    model.add(layers.MaxPooling2D(2, padding='same'))
+  model.add(layers.Flatten())
+  for units in (128, 64, 32):
+    model.add(layers.Dense(units, activation='relu'))
+  model.add(layers.Dense(1, activation='sigmoid'))
+  model.compile(
+    optimizer=tf.keras.optimizers.Adam(1e-3),
+    loss='binary_crossentropy',
+    metrics=['accuracy'],
+  )
+  return model
+
+
+def median_seconds(fn, steps: int, warmup: int) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main(argv):
+  del argv
+  args = FLAGS
+
+  model = seed_model(args.image_size)
+  rng = np.random.default_rng(0)
+  shape = (args.batch_size, args.image_size, args.image_size, 3)
+  images = rng.integers(0, 256, shape).astype(np.float32) / 255.0
+  labels = rng.integers(0, 2, (args.batch_size, 1)).astype(np.float32)
+  train_seconds = median_seconds(
+    lambda: model.train_on_batch(images, labels), args.steps, args.warmup
+  )
+  eval_seconds = median_seconds(
+    lambda: model.predict_on_batch(images), args.steps, args.warmup
+  )
+  print(json.dumps({
+    'keras_train_images_per_sec': args.batch_size / train_seconds,
+    'keras_eval_images_per_sec': args.batch_size / eval_seconds,
+    'params': model.count_params(),
+    'tensorflow': tf.__version__,
+    'batch_size': args.batch_size,
+    'image_size': args.image_size,
+    'steps': args.steps,
+  }))  # fmt: skip
+
+
+if __name__ == '__main__':
+  app.run(main)
