@@ -10,7 +10,10 @@ Builds the seed as the seed did (Sequential: three Conv2D 3x3 + MaxPooling2D
 2x2 blocks of 32, 64, 128 filters with SAME padding, Flatten, Dense 128, 64,
 32 with ReLU, Dense 1 sigmoid; Adam 1e-3, binary cross-entropy), then times
 `train_on_batch` and `predict_on_batch` on one batch already in memory:
-median of --steps after --warmup, float32. Prints one JSON line.
+median of --steps after --warmup, float32. With --images=PATH it instead
+times one tf.data pass over the JPEGs there (`tf.io.decode_jpeg` +
+`tf.image.resize`, AUTOTUNE, batched), the reference for our input pipeline.
+Prints one JSON line.
 """
 
 import json
@@ -27,6 +30,9 @@ flags.DEFINE_integer('batch_size', 32, 'Batch size.')
 flags.DEFINE_integer('image_size', 255, 'Image side.')
 flags.DEFINE_integer('steps', 5, 'Timed steps (the median is kept).')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps first.')
+flags.DEFINE_string(
+  'images', None, 'Folder: time a tf.data decode + resize pipeline over it.'
+)
 
 
 def seed_model(image_size: int) -> tf.keras.Model:
@@ -58,9 +64,36 @@ def median_seconds(fn, steps: int, warmup: int) -> float:
   return statistics.median(times)
 
 
+def tf_data_images_per_sec(folder: str) -> dict:
+  """Images/s of one tf.data pass: read, decode, resize to 255, batch."""
+  paths = tf.io.gfile.glob(f'{folder}/*/*.jpg')
+
+  def load(path):
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    return tf.image.resize(image, (FLAGS.image_size, FLAGS.image_size))
+
+  dataset = (
+    tf.data.Dataset.from_tensor_slices(paths)
+    .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    .batch(FLAGS.batch_size)
+    .prefetch(tf.data.AUTOTUNE)
+  )
+
+  def one_pass():
+    for _ in dataset:
+      pass
+
+  seconds = median_seconds(one_pass, FLAGS.steps, warmup=1)
+  return {'tf_data_images_per_sec': len(paths) / seconds, 'images': len(paths)}
+
+
 def main(argv):
   del argv
   args = FLAGS
+  if args.images:
+    print(json.dumps({**tf_data_images_per_sec(args.images),
+                      'tensorflow': tf.__version__}))  # fmt: skip
+    return
 
   model = seed_model(args.image_size)
   rng = np.random.default_rng(0)
