@@ -54,6 +54,7 @@ def seed_model(image_size: int) -> tf.keras.Model:
 
 
 def median_seconds(fn, steps: int, warmup: int) -> float:
+  """As throughput.median_seconds; repeated because this runs without JAX."""
   for _ in range(warmup):
     fn()
   times = []
