@@ -1,12 +1,16 @@
-"""Seed CNN step time with two max-pool formulations, measured in one run.
+"""Seed CNN step time with and without each speed formulation, in one run.
 
-`models.MaxPool2x2` (pad + reshape + max) against flax's `nn.max_pool`
-(reduce_window, whose gradient lowers to select_and_scatter). Both give the
-same values; this prints their train/eval images/s and the ratios as JSON.
+Variants: `current` (the model as `catdog_jax.models` defines it);
+`xla_maxpool` (flax's `nn.max_pool`: reduce_window, whose gradient lowers to
+select_and_scatter, instead of pad + reshape + max); `xla_conv_grad` (lax's
+own convolution gradient instead of `conv3x3_same`'s). All compute the same
+function; this prints each variant's train/eval images/s and its ratio to
+`current` as JSON.
 
-  python benchmarks/pooling.py --config=configs/base.py --steps=5
+  python benchmarks/formulations.py --config=configs/base.py --steps=5
 """
 
+import contextlib
 import json
 import statistics
 import time
@@ -31,11 +35,33 @@ def reduce_window_pool(self, x):
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
 
 
+@contextlib.contextmanager
+def patched(obj, name, value):
+  original = getattr(obj, name)
+  setattr(obj, name, value)
+  try:
+    yield
+  finally:
+    setattr(obj, name, original)
+
+
+VARIANTS = {
+  'current': contextlib.nullcontext,
+  'xla_maxpool': lambda: patched(
+    models.MaxPool2x2, '__call__', nn.compact(reduce_window_pool)
+  ),
+  'xla_conv_grad': lambda: patched(
+    models, 'conv3x3_same', models._conv3x3_same
+  ),
+}
+
+
 def images_per_sec(config) -> tuple[float, float]:
   """Median train and eval images/s of the seed CNN as `models` defines it."""
   state = train.create_train_state(jax.random.key(0), config)
-  train_fn = jax.jit(train.train_step, donate_argnums=0)
-  eval_fn = jax.jit(train.eval_step)
+  # Fresh functions, so that no variant reuses another's compiled step.
+  train_fn = jax.jit(lambda *a: train.train_step(*a), donate_argnums=0)
+  eval_fn = jax.jit(lambda *a: train.eval_step(*a))
   rng = np.random.default_rng(0)
   size, batch_size = config.data.image_size, config.batch_size
   batch = {
@@ -60,25 +86,25 @@ def images_per_sec(config) -> tuple[float, float]:
 def main(argv):
   del argv
   config = FLAGS.config
-  reshape = images_per_sec(config)
-  original = models.MaxPool2x2.__call__
-  models.MaxPool2x2.__call__ = nn.compact(reduce_window_pool)
-  try:
-    reduce_window = images_per_sec(config)
-  finally:
-    models.MaxPool2x2.__call__ = original
-  print(json.dumps({
-    'reshape_train_images_per_sec': reshape[0],
-    'reshape_eval_images_per_sec': reshape[1],
-    'reduce_window_train_images_per_sec': reduce_window[0],
-    'reduce_window_eval_images_per_sec': reduce_window[1],
-    'train_ratio': reshape[0] / reduce_window[0],
-    'eval_ratio': reshape[1] / reduce_window[1],
+  result = {}
+  for name, context in VARIANTS.items():
+    with context():
+      train_rate, eval_rate = images_per_sec(config)
+    result[f'{name}_train_images_per_sec'] = train_rate
+    result[f'{name}_eval_images_per_sec'] = eval_rate
+  for name in VARIANTS:
+    for kind in ('train', 'eval'):
+      result[f'current_over_{name}_{kind}'] = (
+        result[f'current_{kind}_images_per_sec']
+        / result[f'{name}_{kind}_images_per_sec']
+      )
+  result.update({
     'device': jax.devices()[0].device_kind,
     'batch_size': config.batch_size,
     'image_size': config.data.image_size,
     'steps': FLAGS.steps,
-  }))  # fmt: skip
+  })  # fmt: skip
+  print(json.dumps(result))
 
 
 if __name__ == '__main__':
