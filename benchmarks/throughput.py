@@ -53,12 +53,7 @@ def compiled_steps(config):
   state = jax.jit(
     lambda rng: train.create_train_state(rng, config), out_shardings=replicated
   )(jax.random.key(0))
-  train_fn = jax.jit(
-    train.train_step,
-    in_shardings=(replicated, data_sharding, replicated),
-    out_shardings=(replicated, replicated),
-    donate_argnums=0,
-  )
+  train_fn = train.compile_train_step(data_sharding, replicated)
   eval_fn = train.compile_eval_step(data_sharding, replicated)
   return state, train_fn, eval_fn, data_sharding
 

@@ -160,6 +160,16 @@ def inspect_all(
   return records
 
 
+def usable_and_skipped(keys, records) -> tuple[list[str], list[dict]]:
+  """Keys whose records are usable, and {'path', 'reason'} for the rest."""
+  usable = [key for key in keys if 'reason' not in records[key]]
+  skipped = [
+    {'path': key, 'reason': records[key]['reason']}
+    for key in keys if 'reason' in records[key]
+  ]  # fmt: skip
+  return usable, skipped
+
+
 # --- Grouping and splitting ---------------------------------------------------
 
 
@@ -184,11 +194,8 @@ def build_index(
   keys, skipped = source.list_keys()
   num_files = len(keys) + len(skipped)
   records = inspect_all(source, keys, config, cache_path)
-  skipped += [
-    {'path': key, 'reason': records[key]['reason']}
-    for key in keys if 'reason' in records[key]
-  ]  # fmt: skip
-  usable = [key for key in keys if 'reason' not in records[key]]
+  usable, unusable = usable_and_skipped(keys, records)
+  skipped += unusable
   group_of = duplicate_group_ids(
     [records[k] for k in usable], config.near_duplicate_bits
   )

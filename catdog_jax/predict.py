@@ -5,7 +5,6 @@ Both read the config saved in the workdir and restore its best checkpoint
 training's evaluation does, through `train.evaluate`.
 """
 
-import concurrent.futures
 import csv
 import glob
 import os
@@ -17,7 +16,6 @@ from absl import logging
 
 from catdog_jax import checkpointing
 from catdog_jax import dataset
-from catdog_jax import images
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import report
 from catdog_jax import sources
@@ -77,27 +75,6 @@ def find_images(pattern: str) -> list[str]:
   return sorted(os.path.abspath(p) for p in found)
 
 
-def check_images(source, keys, config) -> tuple[list[str], list[dict]]:
-  """Keys that decode, and {'path', 'reason'} for those that do not."""
-
-  def reason(key):
-    try:
-      source.inspect(key, config.max_pixels)
-    except (OSError, images.UnusableImageError) as e:
-      return str(e)
-    return None
-
-  with concurrent.futures.ThreadPoolExecutor(
-    config.num_workers or None
-  ) as pool:
-    reasons = list(pool.map(reason, keys))
-  usable = [k for k, r in zip(keys, reasons, strict=True) if r is None]
-  skipped = [
-    {'path': k, 'reason': r} for k, r in zip(keys, reasons, strict=True) if r
-  ]
-  return usable, skipped
-
-
 class Predictor:
   """A restored model and its compiled evaluation step."""
 
@@ -124,9 +101,10 @@ def predict(workdir: str, pattern: str) -> tuple[list[dict], list[dict]]:
   """
   predictor = Predictor(workdir)
   source = sources.FilesSource(find_images(pattern))
-  keys, skipped = check_images(
-    source, source.list_keys()[0], predictor.config.data
-  )
+  # The same checks as indexing; no cache: these files are seen once.
+  paths = source.list_keys()[0]
+  records = dataset.inspect_all(source, paths, predictor.config.data, None)
+  keys, skipped = dataset.usable_and_skipped(paths, records)
   logging.info('Predicting %d images (%d skipped).', len(keys), len(skipped))
   examples = [dataset.Example(key, 0, '') for key in keys]
   examples, _, logits = predictor.logits(examples, source)

@@ -164,6 +164,16 @@ def create_shardings():
   return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 
+def compile_train_step(data_sharding, replicated):
+  """train_step jitted with the batch sharded and the state donated."""
+  return jax.jit(
+    train_step,
+    in_shardings=(replicated, data_sharding, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
+
+
 def compile_eval_step(data_sharding, replicated):
   return jax.jit(
     eval_step,
@@ -343,12 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     out_shardings=replicated,
   )
   state = init_fn(init_rng)
-  p_train_step = jax.jit(
-    train_step,
-    in_shardings=(replicated, data_sharding, replicated),
-    out_shardings=(replicated, replicated),
-    donate_argnums=0,
-  )
+  p_train_step = compile_train_step(data_sharding, replicated)
   p_eval_step = compile_eval_step(data_sharding, replicated)
   logging.info(
     '%d parameters on %d devices, %d steps of batch %d.',
