@@ -100,7 +100,15 @@ def run_eval():
   workdir_lib.write_json(output, result)
   print(report_text)
   print(f'accuracy {result["accuracy"]:.4f}, {result["num_examples"]} images, '
-        f'{result["num_skipped"]} skipped. Wrote {output}')  # fmt: skip
+        f'{result["num_skipped"]} skipped.')  # fmt: skip
+  if 'duplicates_of_training_data' in result:
+    counts = result['duplicates_of_training_data']
+    unseen = result['unseen']
+    print(f'{counts["train"]} of them are photos of the training split '
+          f'(and {counts["val"]} of val, {counts["test"]} of test); '
+          f'on the other {unseen["num_examples"]}: accuracy '
+          f'{unseen.get("accuracy", float("nan")):.4f}.')  # fmt: skip
+  print(f'Wrote {output}')
 
 
 def run_report():

@@ -58,9 +58,16 @@ VARIANTS = {
 
 def images_per_sec(config) -> tuple[float, float]:
   """Median train and eval images/s of the seed CNN as `models` defines it."""
-  state = train.create_train_state(jax.random.key(0), config)
+  num_steps = FLAGS.steps + 2
+  state = train.create_train_state(jax.random.key(0), config, num_steps)
+  learning_rate_fn = train.learning_rate_schedule(config.optimizer, num_steps)
   # Fresh functions, so that no variant reuses another's compiled step.
-  train_fn = jax.jit(lambda *a: train.train_step(*a), donate_argnums=0)
+  train_fn = jax.jit(
+    lambda *a: train.train_step(
+      *a, config=config, learning_rate_fn=learning_rate_fn
+    ),
+    donate_argnums=0,
+  )
   eval_fn = jax.jit(lambda *a: train.eval_step(*a))
   rng = np.random.default_rng(0)
   size, batch_size = config.data.image_size, config.batch_size

@@ -51,10 +51,13 @@ def compiled_steps(config):
   """(state, train step, eval step, batch sharding), compiled for config."""
   data_sharding, replicated = train.create_shardings()
   state = jax.jit(
-    lambda rng: train.create_train_state(rng, config), out_shardings=replicated
+    lambda rng: train.create_train_state(rng, config, FLAGS.steps),
+    out_shardings=replicated,
   )(jax.random.key(0))
-  train_fn = train.compile_train_step(data_sharding, replicated)
-  eval_fn = train.compile_eval_step(data_sharding, replicated)
+  train_fn = train.compile_train_step(
+    config, FLAGS.steps, data_sharding, replicated
+  )
+  eval_fn = train.compile_eval_step(config, data_sharding, replicated)
   return state, train_fn, eval_fn, data_sharding
 
 

@@ -59,6 +59,7 @@ class DatasetIndex:
   duplicate_groups: list[list[str]]  # Keys, groups of 2 or more.
   exact_groups: int
   conflicting_label_groups: list[list[str]]
+  records: dict[str, dict]  # inspect_item's record of every listed key.
 
 
 # --- Checking items -----------------------------------------------------------
@@ -187,6 +188,30 @@ def duplicate_group_ids(records: Sequence[dict], max_bits: int) -> np.ndarray:
   return duplicates.group_ids(len(records), pairs)
 
 
+def duplicates_of(
+  reference: dict[str, dict], records: dict[str, dict], max_bits: int
+) -> dict[str, str]:
+  """Keys of `records` that duplicate a `reference` item, each to one of them.
+
+  Duplicates by the rules that group a dataset's own duplicates: same
+  bytes, same pixels, or perceptual hashes within `max_bits`.
+  """
+  reference_keys = list(reference)
+  keys = [k for k, r in records.items() if 'reason' not in r]
+  groups = duplicate_group_ids(
+    [reference[k] for k in reference_keys] + [records[k] for k in keys],
+    max_bits,
+  )
+  first_reference = {}
+  for key, group in zip(reference_keys, groups, strict=False):
+    first_reference.setdefault(group, key)
+  return {
+    key: first_reference[group]
+    for key, group in zip(keys, groups[len(reference_keys) :], strict=True)
+    if group in first_reference
+  }
+
+
 def build_index(
   source, config: ml_collections.ConfigDict, cache_path: str | None = None
 ) -> DatasetIndex:
@@ -220,6 +245,7 @@ def build_index(
     conflicting_label_groups=[
       m for m in groups if len({records[k]['label'] for k in m}) > 1
     ],
+    records=records,
   )
 
 

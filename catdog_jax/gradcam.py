@@ -1,8 +1,10 @@
 """Grad-CAM: where in an image the prediction came from, by JAX autodiff.
 
-The activations entering a layer (by default the last pooling layer, so the
-last convolutional block's ReLU output) are weighted by the mean gradient of
-the predicted class's logit with respect to them (Selvaraju et al., 2017).
+The activations entering a layer (by default the last pooling layer: the last
+convolutional block's ReLU output in the seed CNN, the last feature map before
+global average pooling in ResNet and MiniXception) are weighted by the mean
+gradient of the predicted class's logit with respect to them (Selvaraju et
+al., 2017).
 """
 
 import cv2
@@ -14,14 +16,16 @@ import numpy as np
 from catdog_jax import models
 from catdog_jax import train
 
+POOLING_LAYERS = ('MaxPool2x2', 'GlobalAvgPool')
+
 
 def last_pooling_layer(model: nn.Module, image_size: int) -> str:
-  """Name of the model's last MaxPool2x2 layer."""
+  """Name of the model's last pooling layer (MaxPool2x2 or GlobalAvgPool)."""
   rows = models.summarize(model, image_size)
-  return [name for name, kind, _, _ in rows if kind == 'MaxPool2x2'][-1]
+  return [name for name, kind, _, _ in rows if kind in POOLING_LAYERS][-1]
 
 
-def _forward(apply_fn, params, images_bhwc, layer, delta):
+def _forward(apply_fn, variables, images_bhwc, layer, delta):
   """Logits, with `delta` added to the input of `layer`; and that input."""
   captured = []
 
@@ -32,25 +36,27 @@ def _forward(apply_fn, params, images_bhwc, layer, delta):
     return next_fn(*args, **kwargs)
 
   with nn.intercept_methods(add_delta):
-    logits = apply_fn({'params': params}, train.preprocess(images_bhwc))
+    logits = apply_fn(variables, train.preprocess(images_bhwc))
   return logits, captured[0]
 
 
-def gradcam(apply_fn, params, images_bhwc, layer: str) -> np.ndarray:
+def gradcam(apply_fn, variables, images_bhwc, layer: str) -> np.ndarray:
   """Heatmaps in [0, 1], shape [B, H, W] of the images, for the predicted class.
 
   Args:
     apply_fn: the model's apply function.
-    params: its parameters.
+    variables: its variables, as evaluation uses them.
     images_bhwc: uint8 images, as the input pipeline gives them.
     layer: the layer whose input is explained.
   """
   shape = jax.eval_shape(
-    lambda x: _forward(apply_fn, params, x, layer, 0.0)[1], images_bhwc
+    lambda x: _forward(apply_fn, variables, x, layer, 0.0)[1], images_bhwc
   ).shape
 
   def score(delta):
-    logits, activations = _forward(apply_fn, params, images_bhwc, layer, delta)
+    logits, activations = _forward(
+      apply_fn, variables, images_bhwc, layer, delta
+    )
     # Explain the predicted class: the dog logit, or minus it for cats.
     sign = jnp.where(logits >= 0, 1.0, -1.0)
     return jnp.sum(jax.lax.stop_gradient(sign) * logits), activations

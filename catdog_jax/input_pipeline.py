@@ -6,12 +6,14 @@ Knows nothing about models. Batches are {'image': uint8[B, H, W, 3],
 
 import functools
 import os
+import time
 from collections.abc import Iterator
 from collections.abc import Sequence
 
 import grain
 import ml_collections
 import numpy as np
+from absl import logging
 
 from catdog_jax import images
 from catdog_jax.dataset import Example
@@ -51,7 +53,10 @@ def create_train_iterator(
 
   Each shard reads every `shard_count`-th example of the one global stream,
   so the union of the shards' k-th batches is the global k-th batch whatever
-  the number of shards. Its state (`get_state`) is checkpointable.
+  the number of shards. Its state (`get_state`) is checkpointable. With
+  `config.cache`, all examples are decoded once, up front (each epoch's
+  reshuffle deals every shard different ones), and served from memory in
+  the same order.
 
   Args:
     examples: the training examples.
@@ -62,17 +67,52 @@ def create_train_iterator(
     shard_index: which shard this process reads.
     shard_count: number of shards (processes).
   """
-  ds = grain.MapDataset.source(list(examples)).seed(seed).shuffle().repeat()
+  ds = grain.MapDataset.range(len(examples)).seed(seed).shuffle().repeat()
   ds = ds[shard_index::shard_count]
-  ds = ds.map(
-    functools.partial(load_example, source=source, image_size=config.image_size)
+  load = functools.partial(
+    load_example, source=source, image_size=config.image_size
   )
-  read_options = grain.ReadOptions(
+  if config.cache:
+    cached = load_all(examples, source, config)
+    ds = ds.map(lambda i: {key: value[i] for key, value in cached.items()})
+  else:
+    ds = ds.map(lambda i: load(examples[i]))
+  ds = ds.to_iter_dataset(_read_options(config, batch_size))
+  return iter(ds.batch(batch_size, drop_remainder=True))
+
+
+def _read_options(config, batch_size: int) -> grain.ReadOptions:
+  return grain.ReadOptions(
     num_threads=config.num_workers or os.cpu_count(),
     prefetch_buffer_size=config.prefetch_batches * batch_size,
   )
-  ds = ds.to_iter_dataset(read_options).batch(batch_size, drop_remainder=True)
-  return iter(ds)
+
+
+def load_all(
+  examples: Sequence[Example], source, config: ml_collections.ConfigDict
+) -> dict[str, np.ndarray]:
+  """Decodes every example into memory, on `config.num_workers` threads.
+
+  Returns:
+    {'image': uint8[N, S, S, 3], 'label': int32[N]}, indexed like `examples`.
+  """
+  size = config.image_size
+  logging.info(
+    'Caching %d training images at %dx%d (%.2f GB).',
+    len(examples),
+    size,
+    size,
+    len(examples) * size * size * 3 / 1e9,
+  )
+  start = time.perf_counter()
+  load = functools.partial(load_example, source=source, image_size=size)
+  loaded = grain.MapDataset.source(list(examples)).map(load)
+  batches = list(loaded.to_iter_dataset(_read_options(config, 256)).batch(256))
+  logging.info('Cached in %.1f s.', time.perf_counter() - start)
+  return {
+    key: np.concatenate([batch[key] for batch in batches])
+    for key in ('image', 'label')
+  }
 
 
 def load_eval_example(example: Example | None, source, image_size: int):
@@ -102,12 +142,9 @@ def eval_batches(
   def load(index):
     return load_eval_example(examples[index], source, config.image_size)
 
-  read_options = grain.ReadOptions(
-    num_threads=config.num_workers or os.cpu_count(),
-    prefetch_buffer_size=config.prefetch_batches * batch_size,
-  )
   # Indices, not examples, go through grain: it would drop None elements.
   ds = grain.MapDataset.range(len(examples)).map(load)
+  read_options = _read_options(config, batch_size)
   for batch in ds.to_iter_dataset(read_options).batch(batch_size):
     yield pad_batch(batch, batch_size)
 

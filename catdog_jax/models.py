@@ -2,9 +2,12 @@
 
 `SeedCNN` mirrors the seed Keras model layer for layer. Pooling and
 flattening are small parameter-free modules so that every layer of the seed's
-table appears in `summarize` under its own name.
+table appears in `summarize` under its own name. `ResNet` and `MiniXception`
+are the stronger models of the accuracy recipes; both use BatchNorm, whose
+statistics live in the 'batch_stats' collection.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -122,6 +125,27 @@ class Flatten(nn.Module):
     return x.reshape((x.shape[0], -1))
 
 
+class GlobalAvgPool(nn.Module):
+  """Mean over the spatial axes (Keras `GlobalAveragePooling2D`)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x.mean(axis=(1, 2))
+
+
+def _conv(features, kernel, dtype, name=None, **kwargs):
+  """nn.Conv with SAME padding and the CPU-friendly 3x3 gradient."""
+  return nn.Conv(
+    features,
+    kernel,
+    padding='SAME',
+    dtype=dtype,
+    conv_general_dilated=conv_general_dilated,
+    name=name,
+    **kwargs,
+  )
+
+
 class SeedCNN(nn.Module):
   """The seed's CNN: conv/pool blocks, dense layers, one logit per image.
 
@@ -131,36 +155,175 @@ class SeedCNN(nn.Module):
   Attributes:
     conv_features: filters of each 3x3 conv + 2x2 max-pool block.
     dense_features: widths of the hidden dense layers.
+    dropout_rate: dropout after each hidden dense layer in training; the
+      seed has none (0.0). Adds no parameters.
     dtype: computation dtype; parameters stay float32.
   """
 
   conv_features: Sequence[int] = (32, 64, 128)
   dense_features: Sequence[int] = (128, 64, 32)
+  dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    del train  # The seed has no dropout or normalization.
     x = images.astype(self.dtype)
     for i, features in enumerate(self.conv_features, start=1):
-      x = nn.Conv(
-        features,
-        (3, 3),
-        padding='SAME',
-        dtype=self.dtype,
-        conv_general_dilated=conv_general_dilated,
-        name=f'conv{i}',
-      )(x)
+      x = _conv(features, (3, 3), self.dtype, name=f'conv{i}')(x)
       x = nn.relu(x)
       x = MaxPool2x2(name=f'pool{i}')(x)
     x = Flatten(name='flatten')(x)
     for i, features in enumerate(self.dense_features, start=1):
       x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f'dense{i}')(x))
+      if self.dropout_rate:
+        x = nn.Dropout(
+          self.dropout_rate, deterministic=not train, name=f'dropout{i}'
+        )(x)
     x = nn.Dense(1, dtype=self.dtype, name='logit')(x)
     return x[:, 0].astype(jnp.float32)
 
 
-MODELS = {'seed_cnn': SeedCNN}
+def _batch_norm(train: bool, dtype, **kwargs):
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=1e-5,
+    dtype=dtype,
+    **kwargs,
+  )
+
+
+class ResidualBlock(nn.Module):
+  """Two 3x3 convs with BatchNorm and a shortcut (ResNet-18/34's block)."""
+
+  features: int
+  strides: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    shortcut = x
+    y = _conv(self.features, (3, 3), self.dtype, strides=self.strides)(x)
+    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = _conv(self.features, (3, 3), self.dtype)(y)
+    # Zero-initialised last scale: each block starts as the identity.
+    y = _batch_norm(train, self.dtype, scale_init=nn.initializers.zeros)(y)
+    if shortcut.shape != y.shape:
+      shortcut = _conv(
+        self.features, (1, 1), self.dtype, strides=self.strides, name='proj'
+      )(x)
+      shortcut = _batch_norm(train, self.dtype, name='proj_norm')(shortcut)
+    return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+  """A ResNet for small inputs: a 3x3 stem, residual stages, average pool.
+
+  `stage_sizes=(2, 2, 2, 2)` is ResNet-18's layout and `(3, 4, 6, 3)`
+  ResNet-34's; each stage after the first halves the resolution.
+
+  Attributes:
+    stage_sizes: residual blocks per stage.
+    widths: features of each stage.
+    stem_strides: stride of the stem conv (2 halves the input first).
+    dtype: computation dtype; parameters stay float32.
+  """
+
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  stem_strides: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    x = images.astype(self.dtype)
+    x = _conv(
+      self.widths[0], (3, 3), self.dtype, strides=self.stem_strides,
+      name='stem',
+    )(x)  # fmt: skip
+    x = nn.relu(_batch_norm(train, self.dtype, name='stem_norm')(x))
+    for i, (size, width) in enumerate(
+      zip(self.stage_sizes, self.widths, strict=True)
+    ):
+      for j in range(size):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = ResidualBlock(width, strides, self.dtype, name=f'stage{i + 1}_{j}')(
+          x, train
+        )
+    x = GlobalAvgPool(name='pool')(x)
+    x = nn.Dense(1, dtype=self.dtype, name='logit')(x)
+    return x[:, 0].astype(jnp.float32)
+
+
+class SeparableConv(nn.Module):
+  """A depthwise 3x3 conv then a pointwise 1x1 (Keras `SeparableConv2D`)."""
+
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(
+      x.shape[-1],
+      (3, 3),
+      padding='SAME',
+      feature_group_count=x.shape[-1],
+      use_bias=False,
+      dtype=self.dtype,
+      name='depthwise',
+    )(x)
+    return nn.Conv(self.features, (1, 1), dtype=self.dtype, name='pointwise')(x)
+
+
+class MiniXception(nn.Module):
+  """The Keras example's "image classification from scratch" network.
+
+  A stride-2 conv stem, residual blocks of two separable convs and a 3x3
+  stride-2 max pool (with a strided 1x1 conv on the shortcut), a final
+  separable conv, global average pooling, dropout and one logit. The
+  defaults are the example's widths.
+
+  Attributes:
+    stem_features: features of the stride-2 stem conv.
+    block_features: features of each residual block.
+    head_features: features of the final separable conv.
+    dropout_rate: dropout before the logit, in training.
+    dtype: computation dtype; parameters stay float32.
+  """
+
+  stem_features: int = 128
+  block_features: Sequence[int] = (256, 512, 728)
+  head_features: int = 1024
+  dropout_rate: float = 0.25
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    x = images.astype(self.dtype)
+    x = _conv(self.stem_features, (3, 3), self.dtype, strides=2, name='stem')(x)
+    x = nn.relu(_batch_norm(train, self.dtype, name='stem_norm')(x))
+    previous = x
+    for i, features in enumerate(self.block_features, start=1):
+      for j in (1, 2):
+        x = nn.relu(x)
+        x = SeparableConv(features, self.dtype, name=f'block{i}_sep{j}')(x)
+        x = _batch_norm(train, self.dtype, name=f'block{i}_norm{j}')(x)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+      residual = _conv(
+        features, (1, 1), self.dtype, strides=2, name=f'block{i}_proj'
+      )(previous)
+      x = previous = x + residual
+    x = SeparableConv(self.head_features, self.dtype, name='head_sep')(x)
+    x = nn.relu(_batch_norm(train, self.dtype, name='head_norm')(x))
+    x = GlobalAvgPool(name='pool')(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout')(
+      x
+    )
+    x = nn.Dense(1, dtype=self.dtype, name='logit')(x)
+    return x[:, 0].astype(jnp.float32)
+
+
+MODELS = {'seed_cnn': SeedCNN, 'resnet': ResNet, 'mini_xception': MiniXception}
 
 
 def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
@@ -175,6 +338,12 @@ def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
     )
   kwargs = {k: v for k, v in config.items() if k != 'name'}
   return MODELS[config.name](dtype=dtype, **kwargs)
+
+
+def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """Fields of a `model` config that its model (`config.name`) lacks."""
+  known = {field.name for field in dataclasses.fields(MODELS[config.name])}
+  return sorted(set(config.keys()) - known - {'name'})
 
 
 def count_params(params) -> int:

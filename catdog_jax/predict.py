@@ -11,6 +11,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -45,7 +46,8 @@ def restore_state(
   step = step or manager.best_step() or manager.latest_step()
   if step is None:
     raise UsageError(f'no checkpoints in {workdir!r}: train there first')
-  abstract = train.create_train_state(jax.random.key(0), config)
+  # The schedule's length shapes no array, so any num_steps restores.
+  abstract = train.create_train_state(jax.random.key(0), config, num_steps=1)
   restored = manager.restore(
     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
   )
@@ -82,7 +84,9 @@ class Predictor:
     self.config = load_config(workdir)
     self.state, self.step = restore_state(workdir, self.config)
     self._data_sharding, replicated = train.create_shardings()
-    self._eval_fn = train.compile_eval_step(self._data_sharding, replicated)
+    self._eval_fn = train.compile_eval_step(
+      self.config, self._data_sharding, replicated
+    )
 
   def logits(self, examples, source):
     """(examples, labels, logits) in one order, as training evaluates."""
@@ -137,23 +141,59 @@ def format_predictions(rows, skipped, limit: int = 20) -> str:
   return '\n'.join(lines)
 
 
+def training_duplicates(
+  workdir: str, config: ml_collections.ConfigDict, records: dict[str, dict]
+) -> dict[str, str] | None:
+  """Split (train/val/test) of the training photo each image duplicates.
+
+  Keys of `records` that duplicate none are absent. None, with a warning,
+  when the training data (`config`, the `data` config the workdir trained
+  on) cannot be opened here.
+  """
+  cache = os.path.join(workdir, dataset.CACHE_FILENAME)
+  try:
+    source, splits, _ = dataset.load_splits(config, cache)
+  except (UsageError, OSError) as e:
+    logging.warning('Cannot compare with the training data: %s', e)
+    return None
+  split_of = {e.key: name for name, split in splits.items() for e in split}
+  reference = dataset.inspect_all(source, list(split_of), config, cache)
+  found = dataset.duplicates_of(reference, records, config.near_duplicate_bits)
+  return {key: split_of[ref] for key, ref in found.items()}
+
+
 def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
   """Metrics of the workdir's model on every usable image of a labelled folder.
 
+  Images that duplicate photos of the training split (the same photo at
+  another size counts) say little about generalisation, so they are counted
+  and the metrics are repeated without them under 'unseen'.
+
   Returns:
-    (metrics as in eval_test.json plus num_skipped and skipped, the
-    classification report).
+    (metrics as in eval_test.json plus num_skipped, skipped,
+    duplicates_of_training_data and unseen; the classification report).
   """
   predictor = Predictor(workdir)
   config = predictor.config.data.copy_and_resolve_references()
   config.source, config.root = 'folder', root
   source = sources.create_source(config)
   index = dataset.build_index(source, config)
-  _, labels, logits = predictor.logits(index.examples, source)
+  examples, labels, logits = predictor.logits(index.examples, source)
   result = metrics_lib.classification_metrics(labels, logits)
   result['num_skipped'] = len(index.skipped)
   result['skipped'] = index.skipped
   result['checkpoint_step'] = predictor.step
+  seen = training_duplicates(workdir, predictor.config.data, index.records)
+  if seen is not None:
+    result['duplicates_of_training_data'] = {
+      split: sum(s == split for s in seen.values()) for split in dataset.SPLITS
+    }
+    unseen = np.array([seen.get(e.key) != 'train' for e in examples])
+    result['unseen'] = (
+      metrics_lib.classification_metrics(labels[unseen], logits[unseen])
+      if unseen.any()
+      else {'num_examples': 0}
+    )
   return result, metrics_lib.classification_report(labels, logits)
 
 

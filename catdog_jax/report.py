@@ -16,6 +16,7 @@ from catdog_jax import metric_writers
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
 from catdog_jax import plots
+from catdog_jax import train
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.sources import CLASS_NAMES
 
@@ -176,7 +177,9 @@ def draw_plots(workdir, config, state, source) -> list[str]:
   batch = load_images(source, [keys[i] for i in chosen], size)
   model = models.create_model(config.model)
   layer = gradcam.last_pooling_layer(model, size)
-  heatmaps = gradcam.gradcam(state.apply_fn, state.params, batch, layer)
+  heatmaps = gradcam.gradcam(
+    state.apply_fn, train.eval_variables(state), batch, layer
+  )
   plots.plot_image_grid(
     [plots.overlay_heatmap(i, h) for i, h in zip(batch, heatmaps, strict=True)],
     [

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +16,14 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import struct
 from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from catdog_jax import augment
 from catdog_jax import checkpointing
 from catdog_jax import dataset
 from catdog_jax import input_pipeline
@@ -37,7 +40,15 @@ PROGRESS_EVERY_BATCHES = 50
 
 
 class TrainState(train_state.TrainState):
-  """Params and optimizer state; `step` counts applied updates."""
+  """Params, optimizer state and the model's other variables.
+
+  Attributes:
+    batch_stats: BatchNorm running statistics ({} for models without).
+    ema_params: exponential moving average of the params, or None.
+  """
+
+  batch_stats: Any = struct.field(default_factory=dict)
+  ema_params: Any = None
 
 
 # --- Settings -----------------------------------------------------------------
@@ -74,10 +85,34 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'unknown optimizer.name {config.optimizer.name!r}; known: '
       f'{", ".join(OPTIMIZERS)}'
     )
+  if config.optimizer.schedule not in SCHEDULES:
+    raise UsageError(
+      f'unknown optimizer.schedule {config.optimizer.schedule!r}; known: '
+      f'{", ".join(SCHEDULES)}'
+    )
+  if config.optimizer.name == 'adam' and config.optimizer.weight_decay:
+    raise UsageError(
+      'optimizer adam has no weight decay: use optimizer.name=adamw'
+    )
+  if not 0 <= config.label_smoothing < 1:
+    raise UsageError(
+      f'label_smoothing must be in [0, 1), got {config.label_smoothing}'
+    )
+  if config.ema_decay is not None and not 0 < config.ema_decay < 1:
+    raise UsageError(f'ema_decay must be in (0, 1), got {config.ema_decay}')
+  min_area = config.augment.crop_min_area
+  if min_area is not None and not 0 < min_area <= 1:
+    raise UsageError(f'augment.crop_min_area must be in (0, 1], got {min_area}')
   if config.model.name not in models.MODELS:
     raise UsageError(
       f'unknown model.name {config.model.name!r}; known: '
       f'{", ".join(models.MODELS)}'
+    )
+  unknown = models.unknown_fields(config.model)
+  if unknown:
+    raise UsageError(
+      f'model {config.model.name!r} has no field(s) {", ".join(unknown)}; '
+      'start from a config written for it (configs/fast_cpu.py: resnet)'
     )
 
 
@@ -91,24 +126,76 @@ def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
 # --- Model, optimizer, steps -------------------------------------------------
 
 
-# Optimizers by `config.optimizer.name`, each taking the learning rate.
-OPTIMIZERS = {'adam': optax.adam}
+# Optimizers by `config.optimizer.name`: (learning rate, optimizer config,
+# weight-decay mask) -> optax transformation.
+OPTIMIZERS = {
+  'adam': lambda lr, config, mask: optax.adam(lr),
+  'adamw': lambda lr, config, mask: optax.adamw(
+    lr, weight_decay=config.weight_decay, mask=mask
+  ),
+  'sgd': lambda lr, config, mask: optax.chain(
+    optax.add_decayed_weights(config.weight_decay, mask),
+    optax.sgd(lr, momentum=config.momentum, nesterov=True),
+  ),
+}
+SCHEDULES = ('constant', 'warmup_cosine')
 
 
-def create_optimizer(config: ml_collections.ConfigDict):
-  """The optax optimizer named by `config.name`."""
-  return OPTIMIZERS[config.name](config.learning_rate)
+def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int):
+  """The learning rate by step, from the `optimizer` config."""
+  if config.schedule == 'constant':
+    return optax.constant_schedule(config.learning_rate)
+  return optax.warmup_cosine_decay_schedule(
+    init_value=0.0,
+    peak_value=config.learning_rate,
+    warmup_steps=config.warmup_steps,
+    decay_steps=max(num_steps, config.warmup_steps + 1),
+  )
 
 
-def create_train_state(rng, config: ml_collections.ConfigDict) -> TrainState:
-  """Initialises the model's params and the optimizer state."""
+def decay_mask(params):
+  """True for kernels; biases and norm scales (1-D) get no weight decay."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, num_steps: int):
+  """The optax optimizer the `optimizer` config describes."""
+  tx = OPTIMIZERS[config.name](
+    learning_rate_schedule(config, num_steps), config, decay_mask
+  )
+  if config.grad_clip_norm is not None:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  return tx
+
+
+def create_train_state(
+  rng, config: ml_collections.ConfigDict, num_steps: int
+) -> TrainState:
+  """Initialises the model's variables and the optimizer state.
+
+  `num_steps` sets the learning-rate schedule's length; it does not change
+  any array's shape, so restoring for inference may pass any value.
+  """
   model = models.create_model(config.model, dtype=jnp.dtype(config.dtype))
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.float32)
-  params = model.init(rng, images)['params']
+  variables = model.init(rng, images)
+  params = variables['params']
   return TrainState.create(
-    apply_fn=model.apply, params=params, tx=create_optimizer(config.optimizer)
+    apply_fn=model.apply,
+    params=params,
+    tx=create_optimizer(config.optimizer, num_steps),
+    batch_stats=variables.get('batch_stats', {}),
+    ema_params=params if config.ema_decay is not None else None,
   )
+
+
+def eval_variables(state: TrainState) -> dict:
+  """The variables evaluation uses: the EMA params when kept."""
+  params = state.params if state.ema_params is None else state.ema_params
+  if state.batch_stats:
+    return {'params': params, 'batch_stats': state.batch_stats}
+  return {'params': params}
 
 
 def preprocess(images_bhwc):
@@ -116,38 +203,82 @@ def preprocess(images_bhwc):
   return images_bhwc.astype(jnp.float32) / 255.0
 
 
-def binary_cross_entropy(logits, labels):
-  return optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
+def binary_cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Mean-free per-example loss; smoothing pulls targets towards 0.5."""
+  targets = labels.astype(jnp.float32)
+  targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+  return optax.sigmoid_binary_cross_entropy(logits, targets)
 
 
-def train_step(state: TrainState, batch, rng):
+def train_step(
+  state: TrainState,
+  batch,
+  rng,
+  *,
+  config: ml_collections.ConfigDict,
+  learning_rate_fn,
+):
   """One optimizer update on a global batch; returns the new state, metrics."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  step_rng = jax.random.fold_in(rng, state.step)
+  augment_rng, dropout_rng = jax.random.split(step_rng)
+  images = preprocess(batch['image'])
+  if augment.is_enabled(config.augment):
+    images = augment.augment(augment_rng, images, config.augment)
+  has_batch_stats = bool(state.batch_stats)
 
   def loss_fn(params):
-    logits = state.apply_fn(
-      {'params': params},
-      preprocess(batch['image']),
+    variables = {'params': params}
+    if has_batch_stats:
+      variables['batch_stats'] = state.batch_stats
+    logits, updates = state.apply_fn(
+      variables,
+      images,
       train=True,
       rngs={'dropout': dropout_rng},
+      mutable=['batch_stats'] if has_batch_stats else [],
     )
-    return binary_cross_entropy(logits, batch['label']).mean(), logits
+    loss = binary_cross_entropy(
+      logits, batch['label'], config.label_smoothing
+    ).mean()
+    return loss, (logits, updates)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
     state.params
   )
   state = state.apply_gradients(grads=grads)
+  if has_batch_stats:
+    state = state.replace(batch_stats=updates['batch_stats'])
+  if state.ema_params is not None:
+    # Warm-up: an early average would be mostly the random initialisation.
+    decay = jnp.minimum(
+      config.ema_decay, (1.0 + state.step) / (10.0 + state.step)
+    )
+    state = state.replace(
+      ema_params=optax.incremental_update(
+        state.params, state.ema_params, 1.0 - decay
+      )
+    )
   metrics = {
     'loss': loss,
     'accuracy': jnp.mean((logits >= 0) == (batch['label'] == 1)),
     'grad_norm': optax.tree.norm(grads),
+    'param_norm': optax.tree.norm(state.params),
+    'learning_rate': learning_rate_fn(state.step - 1),
   }
   return state, metrics
 
 
-def eval_step(state: TrainState, batch):
-  """Logits of a padded batch, with its labels and mask passed through."""
-  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
+def eval_step(state: TrainState, batch, *, flip: bool = False):
+  """Logits of a padded batch, with its labels and mask passed through.
+
+  With `flip`, the logit is the mean over the image and its mirror image
+  (test-time augmentation).
+  """
+  images = preprocess(batch['image'])
+  variables = eval_variables(state)
+  logits = state.apply_fn(variables, images)
+  if flip:
+    logits = (logits + state.apply_fn(variables, images[:, :, ::-1])) / 2
   return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
 
 
@@ -164,19 +295,25 @@ def create_shardings():
   return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 
-def compile_train_step(data_sharding, replicated):
+def compile_train_step(config, num_steps, data_sharding, replicated):
   """train_step jitted with the batch sharded and the state donated."""
-  return jax.jit(
+  step_fn = functools.partial(
     train_step,
+    config=config,
+    learning_rate_fn=learning_rate_schedule(config.optimizer, num_steps),
+  )
+  return jax.jit(
+    step_fn,
     in_shardings=(replicated, data_sharding, replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
   )
 
 
-def compile_eval_step(data_sharding, replicated):
+def compile_eval_step(config, data_sharding, replicated):
+  """eval_step jitted with the batch sharded, test-time flip per config."""
   return jax.jit(
-    eval_step,
+    functools.partial(eval_step, flip=config.eval_flip),
     in_shardings=(replicated, data_sharding),
     out_shardings=data_sharding,
   )
@@ -349,12 +486,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   data_sharding, replicated = create_shardings()
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   init_fn = jax.jit(
-    functools.partial(create_train_state, config=config),
+    functools.partial(create_train_state, config=config, num_steps=total_steps),
     out_shardings=replicated,
   )
   state = init_fn(init_rng)
-  p_train_step = compile_train_step(data_sharding, replicated)
-  p_eval_step = compile_eval_step(data_sharding, replicated)
+  p_train_step = compile_train_step(
+    config, total_steps, data_sharding, replicated
+  )
+  p_eval_step = compile_eval_step(config, data_sharding, replicated)
   logging.info(
     '%d parameters on %d devices, %d steps of batch %d.',
     models.count_params(state.params),

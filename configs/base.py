@@ -32,6 +32,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.checkpoints_to_keep = 3
   config.dtype = 'float32'
+  # Target smoothing towards 0.5 (0: the seed's hard labels).
+  config.label_smoothing = 0.0
+  # Evaluate an exponential moving average of the weights with this decay.
+  config.ema_decay = config_dict.placeholder(float)
+  # Test-time augmentation: average the logits of each image and its mirror.
+  config.eval_flip = False
 
   config.data = ml_collections.ConfigDict()
   # 'folder' reads data.root; 'tfds' reads the prepared TFDS dataset
@@ -47,17 +53,39 @@ def get_config() -> ml_collections.ConfigDict:
   # Decode threads; 0 means one per CPU core.
   config.data.num_workers = 0
   config.data.prefetch_batches = 2
+  # Keep the decoded, resized training images in memory after the first
+  # pass (image_size**2 * 3 bytes each), so later epochs decode nothing.
+  config.data.cache = False
   # Images whose header claims more pixels are skipped before decoding.
   config.data.max_pixels = 50_000_000
   # Perceptual hashes this close (in bits, of 64) mark near duplicates.
   config.data.near_duplicate_bits = 4
 
+  # Random augmentation on the device, in the train step; all off by default.
+  config.augment = ml_collections.ConfigDict()
+  # Random resized crop of at least this fraction of the area (None: none).
+  config.augment.crop_min_area = config_dict.placeholder(float)
+  config.augment.flip = False
+  # Colour jitter: factors drawn from 1 +- these.
+  config.augment.brightness = 0.0
+  config.augment.contrast = 0.0
+  config.augment.saturation = 0.0
+
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seed_cnn'
   config.model.conv_features = (32, 64, 128)
   config.model.dense_features = (128, 64, 32)
+  config.model.dropout_rate = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 1e-3
+  # 'constant' or 'warmup_cosine' (linear warm-up, cosine decay to 0).
+  config.optimizer.schedule = 'constant'
+  config.optimizer.warmup_steps = 0
+  # adamw/sgd only; never applied to biases or norm scales.
+  config.optimizer.weight_decay = 0.0
+  # sgd only (Nesterov).
+  config.optimizer.momentum = 0.9
+  config.optimizer.grad_clip_norm = config_dict.placeholder(float)
   return config

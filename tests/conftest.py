@@ -4,6 +4,7 @@ import json
 import os
 
 import cv2
+import ml_collections
 import numpy as np
 import pytest
 
@@ -76,6 +77,35 @@ def tiny_config(root: str, **overrides):
   config = base.get_config()
   config.data.root = root
   config.update_from_flattened_dict(TINY_OVERRIDES)
+  config.update_from_flattened_dict(
+    {k.replace('__', '.'): v for k, v in overrides.items()}
+  )
+  return config
+
+
+def tiny_recipe_config(root: str, **overrides):
+  """tiny_config with a tiny ResNet and every part of the accuracy recipe."""
+  config = tiny_config(root)
+  config.model = ml_collections.ConfigDict(
+    {'name': 'resnet', 'stage_sizes': (1, 1), 'widths': (4, 8)}
+  )
+  config.update_from_flattened_dict({
+    'label_smoothing': 0.1,
+    'ema_decay': 0.9,
+    'eval_flip': True,
+    'data.cache': True,
+    'augment.crop_min_area': 0.5,
+    'augment.flip': True,
+    'augment.brightness': 0.2,
+    'augment.contrast': 0.2,
+    'augment.saturation': 0.2,
+    'optimizer.name': 'adamw',
+    'optimizer.learning_rate': 1e-2,
+    'optimizer.schedule': 'warmup_cosine',
+    'optimizer.warmup_steps': 5,
+    'optimizer.weight_decay': 0.05,
+    'optimizer.grad_clip_norm': 1.0,
+  })  # fmt: skip
   config.update_from_flattened_dict(
     {k.replace('__', '.'): v for k, v in overrides.items()}
   )

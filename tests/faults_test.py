@@ -147,7 +147,7 @@ def test_divergence_stops_before_saving_the_diverged_state(
   bad_step = int(e.value.args[0].split('step ')[1].split(' ')[0])
   manager = checkpointing.create_checkpoint_manager(str(tmp_path), 3)
   assert bad_step > 1 and manager.latest_step() == bad_step - 1
-  abstract = train.create_train_state(jax.random.key(0), config)
+  abstract = train.create_train_state(jax.random.key(0), config, 50)
   restored = manager.restore(
     bad_step - 1,
     args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),

@@ -82,3 +82,18 @@ def test_eval_batches_keep_none_padding_rows(flat_dataset):
   assert len(batches) == 2
   masks = np.concatenate([b['mask'] for b in batches])
   np.testing.assert_array_equal(masks, [1, 0, 1, 0, 0, 0, 0, 0])
+
+
+def test_cached_iterator_serves_the_same_stream(flat_dataset):
+  examples, source = index(flat_dataset)
+  streams = []
+  for cache in (False, True):
+    config = data_config(flat_dataset, data__cache=cache)
+    iterator = ip.create_train_iterator(
+      examples, source, config, batch_size=8, seed=2, shard_index=1,
+      shard_count=2,
+    )  # fmt: skip
+    streams.append([next(iterator) for _ in range(12)])  # Two epochs.
+  for plain, cached in zip(*streams, strict=True):
+    np.testing.assert_array_equal(plain['image'], cached['image'])
+    np.testing.assert_array_equal(plain['label'], cached['label'])

@@ -64,7 +64,7 @@ def test_bfloat16_computation_keeps_float32_params():
 
 
 def test_unknown_model_lists_the_known_ones():
-  with pytest.raises(ValueError, match='known: seed_cnn'):
+  with pytest.raises(ValueError, match='known: seed_cnn, resnet'):
     models.create_model(ml_collections.ConfigDict({'name': 'vgg'}))
 
 
@@ -111,3 +111,67 @@ def test_conv_dispatch_matches_lax(strides):
   expected = jax.lax.conv_general_dilated(*args, dimension_numbers=numbers)
   got = models.conv_general_dilated(*args, dimension_numbers=numbers)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def tiny_resnet():
+  return models.ResNet(stage_sizes=(1, 1), widths=(4, 8))
+
+
+def test_resnet18_has_the_expected_parameter_count():
+  # CIFAR-style ResNet-18 (11,169,345 with one output) plus the 4,800
+  # biases of its 20 convolutions, which flax's Conv keeps as Keras' does.
+  images = jnp.zeros((1, 64, 64, 3))
+  variables = jax.eval_shape(models.ResNet().init, jax.random.key(0), images)
+  assert models.count_params(variables['params']) == 11_174_145
+
+
+def test_resnet_updates_batch_stats_in_training_only():
+  model = tiny_resnet()
+  images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+  variables = model.init(jax.random.key(1), images)
+  assert set(variables) == {'params', 'batch_stats'}
+  logits, updates = model.apply(
+    variables, images, train=True, mutable=['batch_stats']
+  )
+  assert logits.shape == (4,)
+  before = jax.tree.leaves(variables['batch_stats'])
+  after = jax.tree.leaves(updates['batch_stats'])
+  assert any(not np.allclose(a, b) for a, b in zip(after, before, strict=True))
+  # Evaluation uses the running statistics: no state to update.
+  np.testing.assert_array_equal(
+    model.apply(variables, images), model.apply(variables, images)
+  )
+
+
+def test_mini_xception_has_the_keras_example_layout():
+  rows = models.summarize(models.MiniXception(), 180)
+  shapes = {name: shape for name, _, shape, _ in rows}
+  assert shapes['stem'] == ('None', 90, 90, 128)
+  assert shapes['block3_proj'] == ('None', 12, 12, 728)
+  assert shapes['pool'] == ('None', 1024)
+  assert sum(row[3] for row in rows) == 2_722_777
+
+
+def test_seed_dropout_adds_no_parameters_and_acts_in_training_only():
+  model = models.SeedCNN(
+    conv_features=(4,), dense_features=(32,), dropout_rate=0.5
+  )
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  variables = model.init(jax.random.key(1), images)
+  plain = models.SeedCNN(conv_features=(4,), dense_features=(32,))
+  np.testing.assert_array_equal(
+    model.apply(variables, images), plain.apply(variables, images)
+  )
+  dropped = model.apply(
+    variables, images, train=True, rngs={'dropout': jax.random.key(2)}
+  )
+  assert not np.allclose(dropped, plain.apply(variables, images))
+
+
+def test_unknown_fields_names_fields_the_model_lacks():
+  config = base.get_config().model
+  assert models.unknown_fields(config) == []
+  config.name = 'resnet'
+  assert models.unknown_fields(config) == [
+    'conv_features', 'dense_features', 'dropout_rate'
+  ]  # fmt: skip

@@ -9,6 +9,7 @@ import sys
 import cv2
 import pytest
 
+from catdog_jax import dataset
 from catdog_jax import predict
 from catdog_jax import train
 from catdog_jax.errors import UsageError
@@ -120,3 +121,25 @@ def test_cli_predict_writes_the_csv(workdir, new_photos, tmp_path):
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == ['path', 'prob_dog', 'label'] and len(rows) == 12
   assert 'skipped' in result.stdout and 'empty file' in result.stdout
+
+
+def test_eval_counts_photos_the_model_trained_on(
+  workdir, folder_dataset, new_photos, tmp_path
+):
+  """Copies of training photos, even resized, are counted and set apart."""
+  _, splits, _ = dataset.load_splits(predict.load_config(workdir).data, None)
+  mixed = tmp_path / 'mixed'
+  shutil.copytree(new_photos, mixed)
+  copies = splits['train'][:3] + splits['test'][:1]
+  for i, example in enumerate(copies):
+    image = cv2.imread(os.path.join(folder_dataset, example.key))
+    if i == 0:  # The same photo at twice the size, as PNG.
+      image = cv2.resize(image, None, fx=2, fy=2)
+    folder = 'Dogs' if example.label else 'Cats'
+    cv2.imwrite(str(mixed / folder / f'copy{i}.png'), image)
+  result, _ = predict.evaluate_folder(workdir, str(mixed))
+  assert result['num_examples'] == 16
+  assert result['duplicates_of_training_data'] == {
+    'train': 3, 'val': 0, 'test': 1
+  }  # fmt: skip
+  assert result['unseen']['num_examples'] == 13

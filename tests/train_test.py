@@ -1,9 +1,11 @@
 """Tests for catdog_jax.train: steps, settings, and whole runs."""
 
+import functools
 import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,8 +14,20 @@ from catdog_jax.errors import UsageError
 from tests import conftest
 
 
-def tiny_state(config):
-  return train.create_train_state(jax.random.key(0), config)
+def tiny_state(config, num_steps=30):
+  return train.create_train_state(jax.random.key(0), config, num_steps)
+
+
+def jitted_train_step(config, num_steps=30):
+  return jax.jit(
+    functools.partial(
+      train.train_step,
+      config=config,
+      learning_rate_fn=train.learning_rate_schedule(
+        config.optimizer, num_steps
+      ),
+    )
+  )
 
 
 def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
@@ -22,7 +36,7 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
   labels = np.array([0, 1] * 4, np.int32)
   images = np.stack([conftest.synthetic_image(y, rng, 32) for y in labels])
   batch = {'image': images, 'label': labels}
-  step = jax.jit(train.train_step)
+  step = jitted_train_step(config)
   state = tiny_state(config)
   losses = []
   for _ in range(30):
@@ -52,6 +66,12 @@ def test_eval_step_passes_labels_and_mask_through(flat_dataset):
     ({'batch_size': 0}, 'batch_size must be at least 1'),
     ({'data__image_size': 8}, 'image_size must be at least 16'),
     ({'model__name': 'vgg'}, "unknown model.name 'vgg'; known: seed_cnn"),
+    ({'model__name': 'resnet'}, "'resnet' has no field.s. conv_features"),
+    ({'optimizer__schedule': 'step'}, 'unknown optimizer.schedule'),
+    ({'optimizer__weight_decay': 0.1}, 'use optimizer.name=adamw'),
+    ({'label_smoothing': 1.0}, r'label_smoothing must be in \[0, 1\)'),
+    ({'ema_decay': 1.0}, r'ema_decay must be in \(0, 1\)'),
+    ({'augment__crop_min_area': 0.0}, 'crop_min_area must be in'),
     ({'optimizer__name': 'lion'}, 'unknown optimizer.name'),
     ({'num_train_steps': 0}, 'num_train_steps must be at least 1'),
     ({'data__val_fraction': 0.6, 'data__test_fraction': 0.5}, 'sum'),
@@ -126,3 +146,103 @@ def test_resumed_run_ends_like_a_straight_run(
   assert read_json(resumed, 'eval_test.json')['log_loss'] == pytest.approx(
     straight_log_loss, rel=1e-6
   )
+
+
+def test_label_smoothing_moves_the_loss_minimum_off_infinity():
+  def loss(logit):
+    return train.binary_cross_entropy(logit, jnp.array(1), label_smoothing=0.1)
+
+  # Target 0.95: the loss is flat at logit log(0.95 / 0.05).
+  assert abs(jax.grad(loss)(jnp.log(19.0))) < 1e-6
+  assert jax.grad(loss)(10.0) > 0
+
+
+def test_weight_decay_spares_biases_and_norm_scales():
+  params = {
+    'conv': {'kernel': jnp.ones((3, 3, 2, 4)), 'bias': jnp.ones(4)},
+    'norm': {'scale': jnp.ones(4), 'bias': jnp.ones(4)},
+  }
+  assert train.decay_mask(params) == {
+    'conv': {'kernel': True, 'bias': False},
+    'norm': {'scale': False, 'bias': False},
+  }
+
+
+def test_warmup_then_cosine_learning_rate(flat_dataset):
+  config = conftest.tiny_recipe_config(flat_dataset).optimizer
+  schedule = train.learning_rate_schedule(config, num_steps=100)
+  np.testing.assert_allclose(
+    [schedule(0), schedule(5), schedule(52), schedule(100)],
+    [0.0, 1e-2, 0.5e-2, 0.0],
+    atol=1e-6,
+  )
+
+
+@pytest.mark.parametrize('name', ['adamw', 'sgd'])
+def test_recipe_step_learns_and_keeps_an_average(flat_dataset, name):
+  config = conftest.tiny_recipe_config(
+    flat_dataset, optimizer__name=name, augment__crop_min_area=None
+  )
+  rng = np.random.default_rng(0)
+  labels = np.array([0, 1] * 4, np.int32)
+  images = np.stack([conftest.synthetic_image(y, rng, 32) for y in labels])
+  batch = {'image': images, 'label': labels}
+  step = jitted_train_step(config)
+  state = tiny_state(config)
+  stats = state.batch_stats
+  losses, rates = [], []
+  for _ in range(30):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics['loss']))
+    rates.append(float(metrics['learning_rate']))
+  assert losses[-1] < 0.6 * losses[0]
+  assert rates[0] == 0.0 and max(rates) == pytest.approx(1e-2)
+  assert not np.allclose(
+    stats['stem_norm']['mean'], state.batch_stats['stem_norm']['mean']
+  )
+  # Evaluation reads the moving average, which trails the params.
+  variables = train.eval_variables(state)
+  assert variables['params'] is state.ema_params
+  assert 'batch_stats' in variables
+  ema, params = (jax.tree.leaves(t) for t in (state.ema_params, state.params))
+  assert not np.allclose(ema[0], params[0])
+
+
+def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  state = tiny_state(config)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+  batch = {
+    'image': images,
+    'label': np.zeros(2, np.int32),
+    'mask': np.ones(2, bool),
+  }
+  mirrored = {**batch, 'image': images[:, :, ::-1]}
+  plain = train.eval_step(state, batch)['logit']
+  mirror = train.eval_step(state, mirrored)['logit']
+  assert not np.allclose(plain, mirror)
+  np.testing.assert_allclose(
+    train.eval_step(state, batch, flip=True)['logit'],
+    (plain + mirror) / 2,
+    rtol=1e-5,
+  )
+
+
+def test_recipe_run_resumes_exactly_with_batch_stats_and_average(
+  flat_dataset, tmp_path
+):
+  """Augmentation, dropout-free ResNet, EMA and cached data survive resume."""
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  config = conftest.tiny_recipe_config(flat_dataset, num_train_steps=30)
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(
+    conftest.tiny_recipe_config(flat_dataset, num_train_steps=13), resumed
+  )
+  state = train.train_and_evaluate(config, resumed)
+  assert int(state.step) == 30
+  assert read_json(resumed, 'eval_test.json')['log_loss'] == pytest.approx(
+    read_json(straight, 'eval_test.json')['log_loss'], rel=1e-5
+  )
+  # Grad-CAM found the ResNet's pooling layer.
+  assert os.path.exists(os.path.join(straight, 'plots', 'gradcam.png'))

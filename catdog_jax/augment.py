@@ -1,0 +1,96 @@
+"""Training-time augmentation on the device, inside the jitted train step.
+
+Images arrive as float32 in [0, 1], [B, H, W, 3]; each image draws its own
+crop, flip and colour factors from the step's rng. Running here rather than
+in the host pipeline keeps the pipeline's uint8 batches small and lets XLA
+batch the work, which on a 2-core CPU would otherwise compete with decoding.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+# Aspect ratios (width / height) a random resized crop may take.
+CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+# ITU-R BT.601 luma weights, for saturation jitter.
+_LUMA = jnp.array([0.299, 0.587, 0.114])
+
+
+def is_enabled(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` (the `augment` group) changes any image."""
+  return bool(
+    config.crop_min_area is not None
+    or config.flip
+    or config.brightness
+    or config.contrast
+    or config.saturation
+  )
+
+
+def random_resized_crop(rng, image, min_area: float):
+  """A random crop of `min_area`..100% of the area, resized to the input's.
+
+  The crop's aspect ratio is log-uniform in CROP_ASPECT_RANGE (Inception-
+  style), clipped to fit inside the image.
+  """
+  height, width = image.shape[:2]
+  area_rng, aspect_rng, y_rng, x_rng = jax.random.split(rng, 4)
+  area = jax.random.uniform(area_rng, minval=min_area, maxval=1.0)
+  log_aspect = jax.random.uniform(
+    aspect_rng,
+    minval=jnp.log(CROP_ASPECT_RANGE[0]),
+    maxval=jnp.log(CROP_ASPECT_RANGE[1]),
+  )
+  aspect = jnp.exp(log_aspect)
+  crop_h = jnp.clip(jnp.sqrt(area / aspect) * height, 1.0, height)
+  crop_w = jnp.clip(jnp.sqrt(area * aspect) * width, 1.0, width)
+  top = jax.random.uniform(y_rng) * (height - crop_h)
+  left = jax.random.uniform(x_rng) * (width - crop_w)
+  scale = jnp.stack([height / crop_h, width / crop_w])
+  translation = -jnp.stack([top, left]) * scale
+  return jax.image.scale_and_translate(
+    image,
+    image.shape,
+    spatial_dims=(0, 1),
+    scale=scale,
+    translation=translation,
+    method='linear',
+    antialias=False,
+  )
+
+
+def color_jitter(rng, image, brightness, contrast, saturation):
+  """Scales brightness, contrast and saturation by 1 +- U(amount)."""
+  factors = 1.0 + jax.random.uniform(
+    rng,
+    (3,),
+    minval=-jnp.array([brightness, contrast, saturation]),
+    maxval=jnp.array([brightness, contrast, saturation]),
+  )
+  image = image * factors[0]
+  mean = image.mean()
+  image = (image - mean) * factors[1] + mean
+  gray = (image @ _LUMA)[..., None]
+  image = (image - gray) * factors[2] + gray
+  return jnp.clip(image, 0.0, 1.0)
+
+
+def augment_image(rng, image, config: ml_collections.ConfigDict):
+  """One image through the augmentations `config` enables."""
+  crop_rng, flip_rng, color_rng = jax.random.split(rng, 3)
+  if config.crop_min_area is not None:
+    image = random_resized_crop(crop_rng, image, config.crop_min_area)
+  if config.flip:
+    flip = jax.random.bernoulli(flip_rng)
+    image = jnp.where(flip, image[:, ::-1], image)
+  if config.brightness or config.contrast or config.saturation:
+    image = color_jitter(
+      color_rng, image, config.brightness, config.contrast, config.saturation
+    )
+  return image
+
+
+def augment(rng, images_bhwc, config: ml_collections.ConfigDict):
+  """A batch through `augment_image`, one rng per image."""
+  rngs = jax.random.split(rng, images_bhwc.shape[0])
+  return jax.vmap(lambda r, x: augment_image(r, x, config))(rngs, images_bhwc)

@@ -1,0 +1,75 @@
+"""Tests for catdog_jax.augment, on synthetic arrays."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from catdog_jax import augment
+from configs import base
+
+SIZE = 24
+
+
+def augment_config(**fields):
+  config = ml_collections.ConfigDict(base.get_config().augment.to_dict())
+  config.update(fields)
+  return config
+
+
+def ramp(batch: int = 64):
+  """Images whose value is the column's position, 0 at left to 1 at right."""
+  row = jnp.linspace(0.0, 1.0, SIZE)
+  return jnp.broadcast_to(row[None, None, :, None], (batch, SIZE, SIZE, 3))
+
+
+def test_the_seed_recipe_augments_nothing():
+  assert not augment.is_enabled(base.get_config().augment)
+  assert augment.is_enabled(augment_config(flip=True))
+
+
+def test_flip_mirrors_some_images_and_keeps_the_others():
+  images = ramp()
+  out = augment.augment(jax.random.key(0), images, augment_config(flip=True))
+  kept = np.all(out == images, axis=(1, 2, 3))
+  mirrored = np.all(out == images[:, :, ::-1], axis=(1, 2, 3))
+  assert np.all(kept | mirrored)
+  assert 10 < kept.sum() < 54
+
+
+def test_crop_zooms_in_on_at_least_its_minimum_area():
+  min_area = 0.4
+  config = augment_config(crop_min_area=min_area)
+  out = np.asarray(augment.augment(jax.random.key(1), ramp(), config))
+  assert out.shape == (64, SIZE, SIZE, 3)
+  # A crop spans crop_w / width of the ramp: at least sqrt(area * 3/4).
+  spans = out[:, SIZE // 2, -1, 0] - out[:, SIZE // 2, 0, 0]
+  assert np.all(spans >= np.sqrt(min_area * 3 / 4) - 0.1)
+  assert np.all(spans <= 1.0 + 1e-6)
+  assert np.median(spans) < 0.95  # It does zoom in.
+  # Interpolation keeps a flat image flat.
+  flat = jnp.full((4, SIZE, SIZE, 3), 0.3)
+  np.testing.assert_allclose(
+    augment.augment(jax.random.key(2), flat, config), 0.3, atol=1e-5
+  )
+
+
+def test_color_jitter_varies_images_within_range():
+  images = jax.random.uniform(jax.random.key(3), (16, SIZE, SIZE, 3))
+  config = augment_config(brightness=0.3, contrast=0.3, saturation=0.3)
+  out = np.asarray(augment.augment(jax.random.key(4), images, config))
+  assert out.min() >= 0.0 and out.max() <= 1.0
+  changes = np.abs(out - np.asarray(images)).mean(axis=(1, 2, 3))
+  assert np.all(changes > 1e-3) and np.std(changes) > 1e-4
+
+
+def test_same_rng_same_images_other_rng_other_images():
+  config = augment_config(crop_min_area=0.3, flip=True, brightness=0.2)
+  images = ramp(8)
+  first = augment.augment(jax.random.key(5), images, config)
+  np.testing.assert_array_equal(
+    first, augment.augment(jax.random.key(5), images, config)
+  )
+  assert not np.allclose(
+    first, augment.augment(jax.random.key(6), images, config)
+  )
