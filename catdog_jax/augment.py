@@ -9,11 +9,13 @@ batch the work, which on a 2-core CPU would otherwise compete with decoding.
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 # Aspect ratios (width / height) a random resized crop may take.
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
-# ITU-R BT.601 luma weights, for saturation jitter.
-_LUMA = jnp.array([0.299, 0.587, 0.114])
+# ITU-R BT.601 luma weights, for saturation jitter. NumPy, not jnp: a jnp
+# array at import would start the backend before jax.distributed can.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def is_enabled(config: ml_collections.ConfigDict) -> bool:

@@ -21,17 +21,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
   config.label_smoothing = 0.1
-  config.ema_decay = 0.999
   config.eval_flip = True
 
   config.data.image_size = 64
   config.data.cache = True
 
-  config.augment.crop_min_area = 0.4
+  config.augment.crop_min_area = 0.6
   config.augment.flip = True
-  config.augment.brightness = 0.2
-  config.augment.contrast = 0.2
-  config.augment.saturation = 0.2
+  config.augment.brightness = 0.1
+  config.augment.contrast = 0.1
+  config.augment.saturation = 0.1
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet'

@@ -27,16 +27,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64
   config.num_epochs = 30
   config.label_smoothing = 0.1
-  config.ema_decay = 0.999
   config.eval_flip = True
 
   config.data.cache = True
 
-  config.augment.crop_min_area = 0.4
+  config.augment.crop_min_area = 0.6
   config.augment.flip = True
-  config.augment.brightness = 0.2
-  config.augment.contrast = 0.2
-  config.augment.saturation = 0.2
+  config.augment.brightness = 0.1
+  config.augment.contrast = 0.1
+  config.augment.saturation = 0.1
 
   config.model.dropout_rate = 0.3
 

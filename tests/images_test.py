@@ -21,6 +21,15 @@ def test_decode_swaps_bgr_to_rgb_and_resizes():
   np.testing.assert_array_equal(image[0, 0], [255, 0, 0])
 
 
+def test_rgb_decoding_gives_the_pixels_of_bgr_then_swap():
+  photo = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+  data = encode(photo, '.jpg')
+  bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  np.testing.assert_array_equal(
+    images.decode_rgb(data), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  )
+
+
 @pytest.mark.parametrize(
   'pixels',
   [

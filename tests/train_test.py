@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -170,9 +171,10 @@ def test_weight_decay_spares_biases_and_norm_scales():
 
 def test_warmup_then_cosine_learning_rate(flat_dataset):
   config = conftest.tiny_recipe_config(flat_dataset).optimizer
-  schedule = train.learning_rate_schedule(config, num_steps=100)
+  # 5 warm-up steps, then a cosine over the remaining 100.
+  schedule = train.learning_rate_schedule(config, num_steps=105)
   np.testing.assert_allclose(
-    [schedule(0), schedule(5), schedule(52), schedule(100)],
+    [schedule(0), schedule(5), schedule(55), schedule(105)],
     [0.0, 1e-2, 0.5e-2, 0.0],
     atol=1e-6,
   )
@@ -232,17 +234,23 @@ def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
 def test_recipe_run_resumes_exactly_with_batch_stats_and_average(
   flat_dataset, tmp_path
 ):
-  """Augmentation, dropout-free ResNet, EMA and cached data survive resume."""
-  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  """Augmentation, BatchNorm, EMA and cached data survive a resume."""
+  workdir = str(tmp_path)
   config = conftest.tiny_recipe_config(flat_dataset, num_train_steps=30)
-  train.train_and_evaluate(config, straight)
-  train.train_and_evaluate(
-    conftest.tiny_recipe_config(flat_dataset, num_train_steps=13), resumed
-  )
-  state = train.train_and_evaluate(config, resumed)
+  train.train_and_evaluate(config, workdir)
+  straight = read_json(workdir, 'eval_test.json')['log_loss']
+  assert os.path.exists(os.path.join(workdir, 'plots', 'gradcam.png'))
+  # As if preempted after step 10: only that checkpoint survives.
+  for step in ('20', '30'):
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', step))
+  os.remove(os.path.join(workdir, 'eval_test.json'))
+  state = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 30
-  assert read_json(resumed, 'eval_test.json')['log_loss'] == pytest.approx(
-    read_json(straight, 'eval_test.json')['log_loss'], rel=1e-5
+  assert read_json(workdir, 'eval_test.json')['log_loss'] == pytest.approx(
+    straight, rel=1e-5
   )
-  # Grad-CAM found the ResNet's pooling layer.
-  assert os.path.exists(os.path.join(straight, 'plots', 'gradcam.png'))
+  # It resumed: steps 1-10 were trained (and logged) once.
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    logged = [json.loads(line) for line in f]
+  train_steps = [r['step'] for r in logged if 'train_loss' in r]
+  assert train_steps.count(5) == 1 and train_steps.count(15) == 2
