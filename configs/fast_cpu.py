@@ -43,10 +43,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
+  set_recipe(config)
+  config.data.image_size = 64
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'resnet'
+  config.model.stage_sizes = (1, 1, 1, 1)
+  config.model.widths = (32, 64, 128, 256)
+  config.model.stem_strides = 2
+
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.warmup_steps = 200
+  return config
+
+
+def set_recipe(config: ml_collections.ConfigDict) -> None:
+  """The training recipe chosen on validation, shared by the tuned configs."""
   config.label_smoothing = 0.1
   config.eval_flip = True
-
-  config.data.image_size = 64
   config.data.cache = True
 
   config.augment.crop_min_area = 0.6
@@ -55,16 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.contrast = 0.1
   config.augment.saturation = 0.1
 
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'resnet'
-  config.model.stage_sizes = (1, 1, 1, 1)
-  config.model.widths = (32, 64, 128, 256)
-  config.model.stem_strides = 2
-
   config.optimizer.name = 'adamw'
-  config.optimizer.learning_rate = 2e-3
   config.optimizer.schedule = 'warmup_cosine'
-  config.optimizer.warmup_steps = 200
   config.optimizer.weight_decay = 0.05
   config.optimizer.grad_clip_norm = 1.0
-  return config

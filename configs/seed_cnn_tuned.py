@@ -29,6 +29,7 @@ Measured 2026-11-24 on a 2-core Intel Xeon VM (CPU only), kaggle200, with
 import ml_collections
 
 from configs import base
+from configs import fast_cpu
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -36,23 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = base.get_config()
   config.batch_size = 32
   config.num_epochs = 30
-  config.label_smoothing = 0.1
-  config.eval_flip = True
-
-  config.data.cache = True
-
-  config.augment.crop_min_area = 0.6
-  config.augment.flip = True
-  config.augment.brightness = 0.1
-  config.augment.contrast = 0.1
-  config.augment.saturation = 0.1
-
+  fast_cpu.set_recipe(config)
   config.model.dropout_rate = 0.3
-
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 5e-4
-  config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 500
-  config.optimizer.weight_decay = 0.05
-  config.optimizer.grad_clip_norm = 1.0
   return config

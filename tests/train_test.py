@@ -31,12 +31,17 @@ def jitted_train_step(config, num_steps=30):
   )
 
 
-def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
-  config = conftest.tiny_config(flat_dataset)
+def learnable_batch():
+  """Eight synthetic 32x32 images, four of each class."""
   rng = np.random.default_rng(0)
   labels = np.array([0, 1] * 4, np.int32)
   images = np.stack([conftest.synthetic_image(y, rng, 32) for y in labels])
-  batch = {'image': images, 'label': labels}
+  return {'image': images, 'label': labels}
+
+
+def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  batch = learnable_batch()
   step = jitted_train_step(config)
   state = tiny_state(config)
   losses = []
@@ -185,10 +190,7 @@ def test_recipe_step_learns_and_keeps_an_average(flat_dataset, name):
   config = conftest.tiny_recipe_config(
     flat_dataset, optimizer__name=name, augment__crop_min_area=None
   )
-  rng = np.random.default_rng(0)
-  labels = np.array([0, 1] * 4, np.int32)
-  images = np.stack([conftest.synthetic_image(y, rng, 32) for y in labels])
-  batch = {'image': images, 'label': labels}
+  batch = learnable_batch()
   step = jitted_train_step(config)
   state = tiny_state(config)
   stats = state.batch_stats
