@@ -1,11 +1,11 @@
-"""Seed CNN step time with and without each speed formulation, in one run.
+"""Step time with and without each speed formulation, in one run.
 
-Variants: `current` (the model as `catdog_jax.models` defines it);
-`xla_maxpool` (flax's `nn.max_pool`: reduce_window, whose gradient lowers to
-select_and_scatter, instead of pad + reshape + max); `xla_conv_grad` (lax's
-own convolution gradient instead of `conv3x3_same`'s). All compute the same
-function; this prints each variant's train/eval images/s and its ratio to
-`current` as JSON.
+Variants: `current` (the project as it is); `xla_maxpool` (flax's
+`nn.max_pool`: reduce_window, whose gradient lowers to select_and_scatter,
+instead of pad + reshape + max); `xla_cpu_default` (XLA:CPU's default
+library choices, YNNPACK convolutions and matrix products, instead of
+`xla_cpu`'s options). All compute the same function; this prints each
+variant's train/eval images/s and its ratio to `current` as JSON.
 
   python benchmarks/formulations.py --config=configs/base.py --steps=5
 """
@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from catdog_jax import models
 from catdog_jax import train
+from catdog_jax import xla_cpu
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 5, 'Timed steps per variant (median kept).')
@@ -45,30 +46,34 @@ def patched(obj, name, value):
     setattr(obj, name, original)
 
 
+@contextlib.contextmanager
+def xla_cpu_default():
+  with (
+    patched(xla_cpu, 'TRAIN_YNN_TYPES', None),
+    patched(xla_cpu, 'EVAL_YNN_TYPES', None),
+  ):
+    yield
+
+
 VARIANTS = {
   'current': contextlib.nullcontext,
   'xla_maxpool': lambda: patched(
     models.MaxPool2x2, '__call__', nn.compact(reduce_window_pool)
   ),
-  'xla_conv_grad': lambda: patched(
-    models, 'conv3x3_same', models._conv3x3_same
-  ),
+  'xla_cpu_default': xla_cpu_default,
 }
 
 
 def images_per_sec(config) -> tuple[float, float]:
-  """Median train and eval images/s of the seed CNN as `models` defines it."""
+  """Median train and eval images/s of the config's model, as patched now."""
   num_steps = FLAGS.steps + 2
   state = train.create_train_state(jax.random.key(0), config, num_steps)
-  learning_rate_fn = train.learning_rate_schedule(config.optimizer, num_steps)
-  # Fresh functions, so that no variant reuses another's compiled step.
-  train_fn = jax.jit(
-    lambda *a: train.train_step(
-      *a, config=config, learning_rate_fn=learning_rate_fn
-    ),
-    donate_argnums=0,
+  # New jitted functions each time: no variant reuses another's executable.
+  data_sharding, replicated = train.create_shardings()
+  train_fn = train.compile_train_step(
+    config, num_steps, data_sharding, replicated
   )
-  eval_fn = jax.jit(lambda *a: train.eval_step(*a))
+  eval_fn = train.compile_eval_step(config, data_sharding, replicated)
   rng = np.random.default_rng(0)
   size, batch_size = config.data.image_size, config.batch_size
   batch = {

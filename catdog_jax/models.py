@@ -14,88 +14,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax import lax
-
-_NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _conv3x3_same(x, w):
-  return lax.conv_general_dilated(
-    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC_HWIO
-  )
-
-
-@jax.custom_vjp
-def conv3x3_same(x_bhwc, w_hwio):
-  """A stride-1, SAME-padded 3x3 convolution with a CPU-friendly gradient.
-
-  The weight gradient is one matrix product of the nine shifted inputs
-  [B*H*W, 9*C] with the output gradient, instead of XLA:CPU's own weight-
-  gradient convolution, which ran at ~15 GFLOP/s on the seed CNN: measured
-  on a 2-core CPU, batch 32, the three layers' weight gradients took 239,
-  471 and 279 ms instead of 339, 1,293 and 354 ms. The input gradient and the
-  forward pass are XLA's own.
-  """
-  return _conv3x3_same(x_bhwc, w_hwio)
-
-
-def _conv3x3_same_fwd(x, w):
-  return _conv3x3_same(x, w), (x, w)
-
-
-def _conv3x3_same_bwd(residuals, dy):
-  x, w = residuals
-  (dx,) = jax.vjp(lambda x: _conv3x3_same(x, w), x)[1](dy)
-  height, width, channels = x.shape[1:]
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  shifted = [
-    padded[:, i : i + height, j : j + width, :]
-    for i in range(3)
-    for j in range(3)
-  ]
-  patches = jnp.concatenate(shifted, axis=-1).reshape(-1, 9 * channels)
-  dw = patches.T @ dy.reshape(-1, dy.shape[-1])
-  return dx, dw.reshape(w.shape).astype(w.dtype)
-
-
-conv3x3_same.defvjp(_conv3x3_same_fwd, _conv3x3_same_bwd)
-
-
-def conv_general_dilated(
-  lhs,
-  rhs,
-  window_strides,
-  padding,
-  lhs_dilation=None,
-  rhs_dilation=None,
-  dimension_numbers=None,
-  feature_group_count=1,
-  precision=None,
-):
-  """`lax.conv_general_dilated`, via `conv3x3_same` where it applies.
-
-  It applies on the CPU backend to plain stride-1 SAME 3x3 NHWC convolutions;
-  everything else (and GPU/TPU, whose own kernels are fast) goes to lax.
-  """
-  is_3x3_same = (
-    jax.default_backend() == 'cpu'
-    and lhs.ndim == 4
-    and rhs.shape[:2] == (3, 3)
-    and tuple(window_strides) == (1, 1)
-    and padding in ('SAME', ((1, 1), (1, 1)), [(1, 1), (1, 1)])
-    and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
-    and feature_group_count == 1
-    and precision is None
-    and dimension_numbers
-    == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_HWIO)
-  )
-  if is_3x3_same:
-    return conv3x3_same(lhs, rhs)
-  return lax.conv_general_dilated(
-    lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-    feature_group_count=feature_group_count, precision=precision,
-  )  # fmt: skip
 
 
 class MaxPool2x2(nn.Module):
@@ -134,15 +52,8 @@ class GlobalAvgPool(nn.Module):
 
 
 def _conv(features, kernel, dtype, name=None, **kwargs):
-  """nn.Conv with SAME padding and the CPU-friendly 3x3 gradient."""
   return nn.Conv(
-    features,
-    kernel,
-    padding='SAME',
-    dtype=dtype,
-    conv_general_dilated=conv_general_dilated,
-    name=name,
-    **kwargs,
+    features, kernel, padding='SAME', dtype=dtype, name=name, **kwargs
   )
 
 

@@ -32,6 +32,7 @@ from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
 from catdog_jax import report
 from catdog_jax import workdir as workdir_lib
+from catdog_jax import xla_cpu
 from catdog_jax.errors import DivergenceError
 from catdog_jax.errors import UsageError
 
@@ -307,6 +308,7 @@ def compile_train_step(config, num_steps, data_sharding, replicated):
     in_shardings=(replicated, data_sharding, replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
+    compiler_options=xla_cpu.compiler_options(xla_cpu.TRAIN_YNN_TYPES),
   )
 
 
@@ -316,6 +318,7 @@ def compile_eval_step(config, data_sharding, replicated):
     functools.partial(eval_step, flip=config.eval_flip),
     in_shardings=(replicated, data_sharding),
     out_shardings=data_sharding,
+    compiler_options=xla_cpu.compiler_options(xla_cpu.EVAL_YNN_TYPES),
   )
 
 

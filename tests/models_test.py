@@ -77,42 +77,6 @@ def test_max_pool_matches_same_padded_max_pool(size):
   np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize('height, channels, features', [(9, 3, 4), (6, 5, 2)])
-def test_conv3x3_gradients_match_xla(height, channels, features):
-  x = jax.random.normal(jax.random.key(0), (2, height, height + 1, channels))
-  w = jax.random.normal(jax.random.key(1), (3, 3, channels, features))
-
-  def loss(conv, x, w):
-    return jnp.sum(jnp.sin(conv(x, w)))
-
-  def xla_conv(x, w):
-    return jax.lax.conv_general_dilated(
-      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-    )
-
-  expected = jax.grad(loss, argnums=(1, 2))(xla_conv, x, w)
-  got = jax.grad(loss, argnums=(1, 2))(models.conv3x3_same, x, w)
-  for g, e in zip(got, expected, strict=True):
-    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(
-    models.conv3x3_same(x, w), xla_conv(x, w), rtol=1e-5, atol=1e-5
-  )
-
-
-@pytest.mark.parametrize('strides', [(1, 1), (2, 2)])
-def test_conv_dispatch_matches_lax(strides):
-  """3x3 stride-1 SAME takes the fast path, anything else lax's: same values."""
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-  numbers = jax.lax.conv_dimension_numbers(
-    x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC')
-  )
-  args = (x, w, strides, 'SAME')
-  expected = jax.lax.conv_general_dilated(*args, dimension_numbers=numbers)
-  got = models.conv_general_dilated(*args, dimension_numbers=numbers)
-  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-
-
 def tiny_resnet():
   return models.ResNet(stage_sizes=(1, 1), widths=(4, 8))
 
