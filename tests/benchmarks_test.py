@@ -13,17 +13,22 @@ TINY = [
   '--config.model.conv_features=(4,8)',
   '--config.model.dense_features=(16,)',
   '--steps=2',
-  '--warmup=1',
 ]
 
 
-def run_benchmark(*args):
+def run_script(script, *args) -> list[dict]:
+  """The JSON lines a benchmark script prints."""
   result = subprocess.run(
-    [sys.executable, 'benchmarks/throughput.py', *TINY, *args],
+    [sys.executable, f'benchmarks/{script}', *TINY, *args],
     cwd=REPO, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  lines = result.stdout.strip().splitlines()
+  return [json.loads(line) for line in lines if line.startswith('{')]
+
+
+def run_benchmark(*args):
+  return run_script('throughput.py', '--warmup=1', *args)[-1]
 
 
 def test_step_benchmark_reports_images_per_second():
@@ -39,3 +44,22 @@ def test_input_benchmark_reads_a_folder(flat_dataset):
   assert result['mode'] == 'input' and result['images'] == 80
   assert result['input_images_per_sec'] > 0
   assert result['end_to_end_train_images_per_sec'] > 0
+
+
+def test_formulations_compares_each_variant_with_current():
+  (result,) = run_script('formulations.py')
+  for variant in ('current', 'xla_maxpool', 'xla_cpu_default'):
+    assert result[f'{variant}_train_images_per_sec'] > 0
+    assert result[f'{variant}_eval_images_per_sec'] > 0
+  assert result['current_over_current_train'] == 1.0
+
+
+def test_conv_layers_times_each_distinct_conv():
+  layers = run_script('conv_layers.py')
+  assert [layer['name'] for layer in layers] == ['conv1', 'conv2']
+  inputs = [layer['input'] for layer in layers]
+  assert inputs == [[8, 32, 32, 3], [8, 16, 16, 4]]
+  for layer in layers:
+    for options in ('current', 'xla_default'):
+      for name in ('forward', 'input_grad', 'weight_grad'):
+        assert layer[f'{options}_{name}_ms'] > 0
