@@ -11,10 +11,10 @@ weight decay off biases, clipping, label smoothing, an EMA of the weights
 for evaluation, flip test-time augmentation, and the decoded images cached
 in memory (16,075 x 255 x 255 x 3 bytes, 3.1 GB).
 
-30 epochs are 15,070 steps of batch 32: about 9 hours on a 2-core CPU at
-the 14.7 images/s measured below (batch 64 ran slower here, ~10.5 images/s),
-so the full config is meant for a GPU or a long CPU run; it has not been run
-to the end.
+30 epochs are 15,070 steps of batch 32: about 6 hours on a 2-core CPU at
+the ~23 images/s the seed CNN's train step reaches since the XLA:CPU
+options (the run below trained at 14.7 images/s, before them), so the full
+config is meant for a GPU or a long CPU run; it has not been run to the end.
 
 Measured 2026-11-24 on a 2-core Intel Xeon VM (CPU only), kaggle200, with
 --config.num_epochs=2 (1,004 steps, the first 500 of them warm-up):
