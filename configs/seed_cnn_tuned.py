@@ -21,9 +21,10 @@ Measured 2026-11-24 on a 2-core Intel Xeon VM (CPU only), kaggle200, with
   44 min 45 s for the whole command (training at a median 14.7 images/s;
   the first minute shared the CPU with a stopped earlier run), peak RSS
   7.4 GB; val accuracy 0.7555; test accuracy 0.7360, F1 0.7383, log-loss
-  0.5446, ROC AUC 0.8041; kaggle-orig 0.7790 on all 1,000 photos, 0.7857 on
-  the 182 not in the training split. For comparison, base.py after one
-  epoch: test accuracy 0.6953.
+  0.5446, ROC AUC 0.8041; kaggle-orig 0.7760 on all 1,000 photos, 0.7802 on
+  the 182 not in the training split (re-evaluated 2026-11-25 after resizing
+  by less than 2x became bilinear; it was 0.7790 / 0.7857 with area
+  averaging). For comparison, base.py after one epoch: test accuracy 0.6953.
 """
 
 import ml_collections

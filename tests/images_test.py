@@ -82,3 +82,18 @@ def test_pixel_limit_is_checked_from_the_header():
     300,
     400,
   )
+
+
+def test_resize_averages_when_shrinking_2x_or_more():
+  """1-pixel stripes shrunk 4x become grey, not aliased stripes."""
+  stripes = np.zeros((64, 64, 3), np.uint8)
+  stripes[:, ::2] = 255
+  small = images.resize(stripes, 16)
+  np.testing.assert_allclose(small, 127.5, atol=1)
+
+
+def test_resize_is_bilinear_below_2x_and_when_enlarging():
+  image = np.random.default_rng(0).integers(0, 256, (60, 45, 3), np.uint8)
+  for size in (40, 90):
+    expected = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(images.resize(image, size), expected)
