@@ -12,12 +12,11 @@ per layer, with milliseconds and GFLOP/s per pass.
 
 import json
 import math
-import statistics
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import timing  # benchmarks/timing.py, beside this script
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -94,14 +93,11 @@ def passes(strides, groups):
   }
 
 
-def median_ms(fn, args) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(FLAGS.steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+def median_ms(jitted, args) -> float:
+  def run():
+    jax.block_until_ready(jitted(*args))
+
+  return 1e3 * timing.median_seconds(run, FLAGS.steps, warmup=1)
 
 
 def time_layer(layer: dict) -> dict:

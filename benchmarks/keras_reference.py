@@ -17,11 +17,10 @@ Prints one JSON line.
 """
 
 import json
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
+import timing  # benchmarks/timing.py, beside this script
 from absl import app
 from absl import flags
 
@@ -53,18 +52,6 @@ def seed_model(image_size: int) -> tf.keras.Model:
   return model
 
 
-def median_seconds(fn, steps: int, warmup: int) -> float:
-  """As throughput.median_seconds; repeated because this runs without JAX."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def tf_data_images_per_sec(folder: str) -> dict:
   """Images/s of one tf.data pass: read, decode, resize to 255, batch."""
   paths = tf.io.gfile.glob(f'{folder}/*/*.jpg')
@@ -84,7 +71,7 @@ def tf_data_images_per_sec(folder: str) -> dict:
     for _ in dataset:
       pass
 
-  seconds = median_seconds(one_pass, FLAGS.steps, warmup=1)
+  seconds = timing.median_seconds(one_pass, FLAGS.steps, warmup=1)
   return {'tf_data_images_per_sec': len(paths) / seconds, 'images': len(paths)}
 
 
@@ -101,10 +88,10 @@ def main(argv):
   shape = (args.batch_size, args.image_size, args.image_size, 3)
   images = rng.integers(0, 256, shape).astype(np.float32) / 255.0
   labels = rng.integers(0, 2, (args.batch_size, 1)).astype(np.float32)
-  train_seconds = median_seconds(
+  train_seconds = timing.median_seconds(
     lambda: model.train_on_batch(images, labels), args.steps, args.warmup
   )
-  eval_seconds = median_seconds(
+  eval_seconds = timing.median_seconds(
     lambda: model.predict_on_batch(images), args.steps, args.warmup
   )
   print(json.dumps({

@@ -13,11 +13,11 @@ printed is JSON.
 """
 
 import json
-import statistics
 import time
 
 import jax
 import numpy as np
+import timing  # benchmarks/timing.py, beside this script
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -33,18 +33,6 @@ flags.DEFINE_integer('steps', 5, 'Timed repetitions (the median is kept).')
 flags.DEFINE_integer('warmup', 2, 'Untimed repetitions after compiling.')
 flags.DEFINE_string('images', None, 'Folder: time the input pipeline on it.')
 flags.mark_flags_as_required(['config'])
-
-
-def median_seconds(fn, repetitions: int, warmup: int) -> float:
-  """Median wall time of fn(), which must block until its work is done."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repetitions):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def compiled_steps(config):
@@ -82,8 +70,10 @@ def time_steps(config) -> dict:
   def one_eval_step():
     jax.block_until_ready(eval_fn(holder['state'], batch))
 
-  train_seconds = median_seconds(one_train_step, FLAGS.steps, FLAGS.warmup)
-  eval_seconds = median_seconds(one_eval_step, FLAGS.steps, FLAGS.warmup)
+  train_seconds = timing.median_seconds(
+    one_train_step, FLAGS.steps, FLAGS.warmup
+  )
+  eval_seconds = timing.median_seconds(one_eval_step, FLAGS.steps, FLAGS.warmup)
   return {
     'train_images_per_sec': batch_size / train_seconds,
     'eval_images_per_sec': batch_size / eval_seconds,
@@ -103,7 +93,7 @@ def time_input(config) -> dict:
     ):
       pass
 
-  pass_seconds = median_seconds(one_pass, FLAGS.steps, warmup=1)
+  pass_seconds = timing.median_seconds(one_pass, FLAGS.steps, warmup=1)
 
   state, train_fn, _, sharding = compiled_steps(config)
   iterator = input_pipeline.create_train_iterator(
@@ -118,7 +108,7 @@ def time_input(config) -> dict:
     )
     jax.block_until_ready(metrics)
 
-  fed_seconds = median_seconds(one_fed_step, FLAGS.steps, FLAGS.warmup)
+  fed_seconds = timing.median_seconds(one_fed_step, FLAGS.steps, FLAGS.warmup)
   return {
     'images': len(examples),
     'index_seconds': index_seconds,

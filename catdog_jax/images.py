@@ -91,7 +91,7 @@ def resize(image: np.ndarray, image_size: int) -> np.ndarray:
   Shrunk 2x or more along an axis, bilinear sampling skips pixels and
   aliases, so area averaging is used. Below 2x, bilinear's 2-pixel support
   reads every source pixel, and it costs 0.24 ms against INTER_AREA's 0.81
-  for a typical 500x375 photo at 255x255.
+  for a kaggle-orig photo (150,000 pixels on average) at 255x255.
   """
   height, width = image.shape[:2]
   if (height, width) == (image_size, image_size):
