@@ -29,8 +29,8 @@ def is_enabled(config: ml_collections.ConfigDict) -> bool:
   )
 
 
-def random_resized_crop(rng, image, min_area: float):
-  """A random crop of `min_area`..100% of the area, resized to the input's.
+def random_resized_crop(rng, image, min_area: float, size: int):
+  """A random crop of `min_area`..100% of the area, resized to size x size.
 
   The crop's aspect ratio is log-uniform in CROP_ASPECT_RANGE (Inception-
   style), clipped to fit inside the image.
@@ -48,11 +48,11 @@ def random_resized_crop(rng, image, min_area: float):
   crop_w = jnp.clip(jnp.sqrt(area * aspect) * width, 1.0, width)
   top = jax.random.uniform(y_rng) * (height - crop_h)
   left = jax.random.uniform(x_rng) * (width - crop_w)
-  scale = jnp.stack([height / crop_h, width / crop_w])
+  scale = jnp.stack([size / crop_h, size / crop_w])
   translation = -jnp.stack([top, left]) * scale
   return jax.image.scale_and_translate(
     image,
-    image.shape,
+    (size, size, image.shape[-1]),
     spatial_dims=(0, 1),
     scale=scale,
     translation=translation,
@@ -77,11 +77,13 @@ def color_jitter(rng, image, brightness, contrast, saturation):
   return jnp.clip(image, 0.0, 1.0)
 
 
-def augment_image(rng, image, config: ml_collections.ConfigDict):
-  """One image through the augmentations `config` enables."""
+def augment_image(rng, image, config: ml_collections.ConfigDict, size: int):
+  """One image through the augmentations `config` enables, at size x size."""
   crop_rng, flip_rng, color_rng = jax.random.split(rng, 3)
   if config.crop_min_area is not None:
-    image = random_resized_crop(crop_rng, image, config.crop_min_area)
+    image = random_resized_crop(crop_rng, image, config.crop_min_area, size)
+  elif image.shape[:2] != (size, size):
+    image = jax.image.resize(image, (size, size, image.shape[-1]), 'linear')
   if config.flip:
     flip = jax.random.bernoulli(flip_rng)
     image = jnp.where(flip, image[:, ::-1], image)
@@ -92,7 +94,14 @@ def augment_image(rng, image, config: ml_collections.ConfigDict):
   return image
 
 
-def augment(rng, images_bhwc, config: ml_collections.ConfigDict):
-  """A batch through `augment_image`, one rng per image."""
+def augment(rng, images_bhwc, config: ml_collections.ConfigDict, size=None):
+  """A batch through `augment_image`, one rng per image.
+
+  `size` sets the output's height and width (default: the input's); with
+  crops off, images are resized to it.
+  """
+  size = size or images_bhwc.shape[1]
   rngs = jax.random.split(rng, images_bhwc.shape[0])
-  return jax.vmap(lambda r, x: augment_image(r, x, config))(rngs, images_bhwc)
+  return jax.vmap(lambda r, x: augment_image(r, x, config, size))(
+    rngs, images_bhwc
+  )

@@ -257,6 +257,22 @@ def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
   return sorted(set(config.keys()) - known - {'name'})
 
 
+def same_params_at_sizes(
+  config: ml_collections.ConfigDict, size: int, other_size: int
+) -> bool:
+  """Whether the model has the same parameter shapes at both image sizes.
+
+  Traces shapes only (no compile, no memory for the parameters).
+  """
+  model = create_model(config)
+
+  def param_shapes(image_size):
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), images)['params']
+
+  return param_shapes(size) == param_shapes(other_size)
+
+
 def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 

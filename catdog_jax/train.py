@@ -115,6 +115,38 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'model {config.model.name!r} has no field(s) {", ".join(unknown)}; '
       'start from a config written for it (configs/fast_cpu.py: resnet)'
     )
+  check_progressive_sizes(config)
+
+
+def check_progressive_sizes(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError unless every progressive size can train the model."""
+  image_size = config.data.image_size
+  for size in config.progressive_sizes:
+    if not MIN_IMAGE_SIZE <= size <= image_size:
+      raise UsageError(
+        f'progressive_sizes must lie in [{MIN_IMAGE_SIZE}, data.image_size '
+        f'= {image_size}], got {size}'
+      )
+    if not models.same_params_at_sizes(config.model, size, image_size):
+      raise UsageError(
+        f'model {config.model.name!r} has other parameter shapes at '
+        f'{size} px than at {image_size}: it cannot train with '
+        'progressive_sizes'
+      )
+
+
+def train_image_size(
+  config: ml_collections.ConfigDict, step: int, num_steps: int
+) -> int:
+  """The image size training step `step` (1-based) of `num_steps` runs at.
+
+  `config.progressive_sizes` share the steps equally, in order; without
+  them, every step runs at `data.image_size`.
+  """
+  sizes = config.progressive_sizes
+  if not sizes:
+    return config.data.image_size
+  return sizes[min((step - 1) * len(sizes) // num_steps, len(sizes) - 1)]
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
@@ -218,13 +250,18 @@ def train_step(
   *,
   config: ml_collections.ConfigDict,
   learning_rate_fn,
+  image_size: int | None = None,
 ):
-  """One optimizer update on a global batch; returns the new state, metrics."""
+  """One optimizer update on a global batch; returns the new state, metrics.
+
+  The model sees the batch at `image_size` (default: as it comes).
+  """
   step_rng = jax.random.fold_in(rng, state.step)
   augment_rng, dropout_rng = jax.random.split(step_rng)
   images = preprocess(batch['image'])
-  if augment.is_enabled(config.augment):
-    images = augment.augment(augment_rng, images, config.augment)
+  image_size = image_size or images.shape[1]
+  if augment.is_enabled(config.augment) or image_size != images.shape[1]:
+    images = augment.augment(augment_rng, images, config.augment, image_size)
   has_batch_stats = bool(state.batch_stats)
 
   def loss_fn(params):
@@ -296,12 +333,15 @@ def create_shardings():
   return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 
-def compile_train_step(config, num_steps, data_sharding, replicated):
+def compile_train_step(
+  config, num_steps, data_sharding, replicated, image_size=None
+):
   """train_step jitted with the batch sharded and the state donated."""
   step_fn = functools.partial(
     train_step,
     config=config,
     learning_rate_fn=learning_rate_schedule(config.optimizer, num_steps),
+    image_size=image_size,
   )
   return jax.jit(
     step_fn,
@@ -493,9 +533,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     out_shardings=replicated,
   )
   state = init_fn(init_rng)
-  p_train_step = compile_train_step(
-    config, total_steps, data_sharding, replicated
-  )
+  # One step per training image size; each compiles on its first call.
+  p_train_steps = {
+    size: compile_train_step(
+      config, total_steps, data_sharding, replicated, size
+    )
+    for size in config.progressive_sizes or (config.data.image_size,)
+  }
   p_eval_step = compile_eval_step(config, data_sharding, replicated)
   logging.info(
     '%d parameters on %d devices, %d steps of batch %d.',
@@ -545,12 +589,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   # Train. Logging at step N waits until step N + 1 is dispatched; steps
   # that evaluate or save sync anyway, and check for divergence first.
   train_log = TrainLog(writer, total_steps, config.batch_size, start_step)
-  val_metrics = log_due = None
+  val_metrics = log_due = train_size = None
   with StopSignal() as stop:
     try:
       for step in range(start_step + 1, total_steps + 1):
         batch = to_global(next(train_iter), data_sharding)
-        state, metrics = p_train_step(state, batch, step_rng)
+        size = train_image_size(config, step, total_steps)
+        if size != train_size:
+          logging.info('Training at %d px from step %d.', size, step)
+          train_size = size
+        state, metrics = p_train_steps[size](state, batch, step_rng)
         train_log.append(metrics)
         if log_due:
           train_log.write(log_due)

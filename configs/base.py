@@ -38,6 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_decay = config_dict.placeholder(float)
   # Test-time augmentation: average the logits of each image and its mirror.
   config.eval_flip = False
+  # Progressive resizing: training runs at each of these image sizes (each
+  # at most data.image_size) for an equal share of the steps, in order;
+  # empty: at data.image_size throughout. Evaluation is at data.image_size.
+  config.progressive_sizes = ()
 
   config.data = ml_collections.ConfigDict()
   # 'folder' reads data.root; 'tfds' reads the prepared TFDS dataset

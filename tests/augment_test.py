@@ -54,6 +54,27 @@ def test_crop_zooms_in_on_at_least_its_minimum_area():
   )
 
 
+def test_crop_and_resize_give_the_requested_size():
+  images = ramp(8)
+  crops = augment.augment(
+    jax.random.key(7), images, augment_config(crop_min_area=0.5), size=16
+  )
+  assert crops.shape == (8, 16, 16, 3)
+  # Still left-to-right ramps, each zoomed in on its own crop.
+  assert np.all(np.diff(np.asarray(crops)[:, 8, :, 0], axis=1) > 0)
+  assert len(np.unique(np.asarray(crops)[:, 8, 0, 0].round(4))) > 1
+  # Without crops the whole image is resized (then maybe mirrored).
+  out = augment.augment(
+    jax.random.key(8), images, augment_config(flip=True), size=16
+  )
+  resized = jax.image.resize(images, (8, 16, 16, 3), 'linear')
+  kept = np.all(np.isclose(out, resized, atol=1e-6), axis=(1, 2, 3))
+  mirrored = np.all(
+    np.isclose(out, resized[:, :, ::-1], atol=1e-6), axis=(1, 2, 3)
+  )
+  assert np.all(kept | mirrored) and kept.any() and mirrored.any()
+
+
 def test_color_jitter_varies_images_within_range():
   images = jax.random.uniform(jax.random.key(3), (16, SIZE, SIZE, 3))
   config = augment_config(brightness=0.3, contrast=0.3, saturation=0.3)

@@ -81,12 +81,69 @@ def test_eval_step_passes_labels_and_mask_through(flat_dataset):
     ({'optimizer__name': 'lion'}, 'unknown optimizer.name'),
     ({'num_train_steps': 0}, 'num_train_steps must be at least 1'),
     ({'data__val_fraction': 0.6, 'data__test_fraction': 0.5}, 'sum'),
+    ({'progressive_sizes': (32, 48)}, r'must lie in \[16, data.image_size'),
+    ({'progressive_sizes': (8,)}, r'must lie in \[16, data.image_size'),
+    # The seed's flatten width follows the image size.
+    ({'progressive_sizes': (16,)}, "'seed_cnn' has other parameter shapes"),
   ],
 )
 def test_check_config_rejects_bad_settings(override, message):
   config = conftest.tiny_config('/data', **override)
   with pytest.raises(UsageError, match=message):
     train.check_config(config)
+
+
+def test_progressive_sizes_share_the_steps_in_order():
+  config = conftest.tiny_config('/data', progressive_sizes=(16, 24, 24))
+  sizes = [train.train_image_size(config, step, 12) for step in range(1, 13)]
+  assert sizes == [16] * 4 + [24] * 8
+  # Steps that do not divide evenly: every size still gets its share.
+  sizes = [train.train_image_size(config, step, 7) for step in range(1, 8)]
+  assert sizes == [16, 16, 16, 24, 24, 24, 24]
+  config.progressive_sizes = ()
+  assert train.train_image_size(config, 1, 7) == 32
+
+
+def test_recipe_config_accepts_progressive_sizes(flat_dataset):
+  config = conftest.tiny_recipe_config(flat_dataset, progressive_sizes=(16,))
+  train.check_config(config)
+
+
+def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
+  config = conftest.tiny_recipe_config(
+    flat_dataset,
+    augment__crop_min_area=None,
+    augment__flip=False,
+    augment__brightness=0.0,
+    augment__contrast=0.0,
+    augment__saturation=0.0,
+  )
+  batch = learnable_batch()
+  state = tiny_state(config)
+  step = jax.jit(
+    functools.partial(
+      train.train_step,
+      config=config,
+      learning_rate_fn=train.learning_rate_schedule(config.optimizer, 30),
+      image_size=16,
+    )
+  )
+  _, metrics = step(state, batch, jax.random.key(1))
+  resized = jax.image.resize(
+    train.preprocess(batch['image']), (8, 16, 16, 3), 'linear'
+  )
+  logits, _ = state.apply_fn(
+    {'params': state.params, 'batch_stats': state.batch_stats},
+    resized,
+    train=True,
+    mutable=['batch_stats'],
+  )
+  expected = train.binary_cross_entropy(
+    logits, batch['label'], config.label_smoothing
+  ).mean()
+  np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
+  _, full_size = jitted_train_step(config)(state, batch, jax.random.key(1))
+  assert not np.isclose(metrics['loss'], full_size['loss'])
 
 
 def test_num_train_steps_from_epochs():
@@ -236,9 +293,12 @@ def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
 def test_recipe_run_resumes_exactly_with_batch_stats_and_average(
   flat_dataset, tmp_path
 ):
-  """Augmentation, BatchNorm, EMA and cached data survive a resume."""
+  """Augmentation, BatchNorm, EMA, cached data and progressive resizing
+  (16 px for steps 1-15, then 32) survive a resume."""
   workdir = str(tmp_path)
-  config = conftest.tiny_recipe_config(flat_dataset, num_train_steps=30)
+  config = conftest.tiny_recipe_config(
+    flat_dataset, num_train_steps=30, progressive_sizes=(16, 32)
+  )
   train.train_and_evaluate(config, workdir)
   straight = read_json(workdir, 'eval_test.json')['log_loss']
   assert os.path.exists(os.path.join(workdir, 'plots', 'gradcam.png'))
