@@ -257,20 +257,14 @@ def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
   return sorted(set(config.keys()) - known - {'name'})
 
 
-def same_params_at_sizes(
-  config: ml_collections.ConfigDict, size: int, other_size: int
-) -> bool:
-  """Whether the model has the same parameter shapes at both image sizes.
+def param_shapes(config: ml_collections.ConfigDict, image_size: int):
+  """The model's parameters as shapes, for input of image_size x image_size.
 
   Traces shapes only (no compile, no memory for the parameters).
   """
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   model = create_model(config)
-
-  def param_shapes(image_size):
-    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), images)['params']
-
-  return param_shapes(size) == param_shapes(other_size)
+  return jax.eval_shape(model.init, jax.random.key(0), images)['params']
 
 
 def count_params(params) -> int:

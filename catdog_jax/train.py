@@ -121,13 +121,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_progressive_sizes(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError unless every progressive size can train the model."""
   image_size = config.data.image_size
-  for size in config.progressive_sizes:
+  sizes = dict.fromkeys(config.progressive_sizes)  # Distinct, in order.
+  shapes = models.param_shapes(config.model, image_size) if sizes else None
+  for size in sizes:
     if not MIN_IMAGE_SIZE <= size <= image_size:
       raise UsageError(
         f'progressive_sizes must lie in [{MIN_IMAGE_SIZE}, data.image_size '
         f'= {image_size}], got {size}'
       )
-    if not models.same_params_at_sizes(config.model, size, image_size):
+    if models.param_shapes(config.model, size) != shapes:
       raise UsageError(
         f'model {config.model.name!r} has other parameter shapes at '
         f'{size} px than at {image_size}: it cannot train with '
@@ -259,8 +261,8 @@ def train_step(
   step_rng = jax.random.fold_in(rng, state.step)
   augment_rng, dropout_rng = jax.random.split(step_rng)
   images = preprocess(batch['image'])
-  image_size = image_size or images.shape[1]
-  if augment.is_enabled(config.augment) or image_size != images.shape[1]:
+  resizing = image_size not in (None, images.shape[1])
+  if augment.is_enabled(config.augment) or resizing:
     images = augment.augment(augment_rng, images, config.augment, image_size)
   has_batch_stats = bool(state.batch_stats)
 
