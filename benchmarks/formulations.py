@@ -22,7 +22,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from catdog_jax import evaluate
+from catdog_jax import mesh
 from catdog_jax import models
+from catdog_jax import state as state_lib
 from catdog_jax import train
 from catdog_jax import xla_cpu
 
@@ -67,13 +70,13 @@ VARIANTS = {
 def images_per_sec(config) -> tuple[float, float]:
   """Median train and eval images/s of the config's model, as patched now."""
   num_steps = FLAGS.steps + 2
-  state = train.create_train_state(jax.random.key(0), config, num_steps)
+  state = state_lib.create_train_state(jax.random.key(0), config, num_steps)
   # New jitted functions each time: no variant reuses another's executable.
-  data_sharding, replicated = train.create_shardings()
+  data_sharding, replicated = mesh.create_shardings()
   train_fn = train.compile_train_step(
     config, num_steps, data_sharding, replicated
   )
-  eval_fn = train.compile_eval_step(config, data_sharding, replicated)
+  eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
   rng = np.random.default_rng(0)
   size, batch_size = config.data.image_size, config.batch_size
   batch = {

@@ -23,8 +23,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from catdog_jax import dataset
+from catdog_jax import evaluate
 from catdog_jax import input_pipeline
+from catdog_jax import mesh
 from catdog_jax import sources
+from catdog_jax import state as state_lib
 from catdog_jax import train
 
 FLAGS = flags.FLAGS
@@ -37,15 +40,15 @@ flags.mark_flags_as_required(['config'])
 
 def compiled_steps(config):
   """(state, train step, eval step, batch sharding), compiled for config."""
-  data_sharding, replicated = train.create_shardings()
+  data_sharding, replicated = mesh.create_shardings()
   state = jax.jit(
-    lambda rng: train.create_train_state(rng, config, FLAGS.steps),
+    lambda rng: state_lib.create_train_state(rng, config, FLAGS.steps),
     out_shardings=replicated,
   )(jax.random.key(0))
   train_fn = train.compile_train_step(
     config, FLAGS.steps, data_sharding, replicated
   )
-  eval_fn = train.compile_eval_step(config, data_sharding, replicated)
+  eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
   return state, train_fn, eval_fn, data_sharding
 
 
@@ -54,7 +57,7 @@ def time_steps(config) -> dict:
   state, train_fn, eval_fn, sharding = compiled_steps(config)
   size, batch_size = config.data.image_size, config.batch_size
   rng = np.random.default_rng(0)
-  batch = train.to_global({
+  batch = mesh.to_global({
     'image': rng.integers(0, 256, (batch_size, size, size, 3), np.uint8),
     'label': rng.integers(0, 2, (batch_size,), np.int32),
     'mask': np.ones((batch_size,), bool),
@@ -102,7 +105,7 @@ def time_input(config) -> dict:
   holder = {'state': state}
 
   def one_fed_step():
-    batch = train.to_global(next(iterator), sharding)
+    batch = mesh.to_global(next(iterator), sharding)
     holder['state'], metrics = train_fn(
       holder['state'], batch, jax.random.key(1)
     )

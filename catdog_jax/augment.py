@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from catdog_jax.errors import UsageError
+
 # Aspect ratios (width / height) a random resized crop may take.
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 # ITU-R BT.601 luma weights, for saturation jitter. NumPy, not jnp: a jnp
@@ -18,10 +20,24 @@ CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError on an `augment` config that cannot work."""
+  if not 0 < config.crop_min_area <= 1:
+    raise UsageError(
+      'augment.crop_min_area must be in (0, 1] (1: no crop), got '
+      f'{config.crop_min_area}'
+    )
+
+
+def crops(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` (the `augment` group) asks for random resized crops."""
+  return config.crop_min_area < 1
+
+
 def is_enabled(config: ml_collections.ConfigDict) -> bool:
   """Whether `config` (the `augment` group) changes any image."""
   return bool(
-    config.crop_min_area is not None
+    crops(config)
     or config.flip
     or config.brightness
     or config.contrast
@@ -80,7 +96,7 @@ def color_jitter(rng, image, brightness, contrast, saturation):
 def augment_image(rng, image, config: ml_collections.ConfigDict, size: int):
   """One image through the augmentations `config` enables, at size x size."""
   crop_rng, flip_rng, color_rng = jax.random.split(rng, 3)
-  if config.crop_min_area is not None:
+  if crops(config):
     image = random_resized_crop(crop_rng, image, config.crop_min_area, size)
   elif image.shape[:2] != (size, size):
     image = jax.image.resize(image, (size, size, image.shape[-1]), 'linear')

@@ -16,23 +16,32 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from catdog_jax.errors import CheckpointError
+from catdog_jax.errors import UsageError
 
 BEST_METRIC = 'val_accuracy'
+# The checkpoints' folder inside a workdir.
+CHECKPOINTS = 'checkpoints'
 # Checkpoints that fail to restore are moved here, beside checkpoints/.
 QUARANTINE = 'checkpoints_unrestorable'
 
 
+def directory(workdir: str) -> str:
+  """Where `workdir`'s checkpoints live, as an absolute path (orbax's need)."""
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+
+
 def create_checkpoint_manager(
-  workdir: str, checkpoints_to_keep: int
+  workdir: str, checkpoints_to_keep: int, read_only: bool = False
 ) -> ocp.CheckpointManager:
   """A manager over `workdir/checkpoints` keeping the newest and the best.
 
   Checkpoints whose metadata cannot be read (orbax would fail to open the
-  directory) are moved aside first, with a warning.
+  directory) are moved aside first, with a warning. A `read_only` manager
+  neither saves nor deletes.
   """
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  for step in unreadable_steps(directory):
-    moved = quarantine(directory, step)
+  checkpoints = directory(workdir)
+  for step in unreadable_steps(checkpoints):
+    moved = quarantine(checkpoints, step)
     logging.warning(
       'Checkpoint %d has unreadable metadata; moved to %s.', step, moved
     )
@@ -48,11 +57,12 @@ def create_checkpoint_manager(
     best_fn=lambda metrics: metrics[BEST_METRIC],
     best_mode='max',
     preservation_policy=preservation,
-    create=True,
+    create=not read_only,
+    read_only=read_only,
     # Half-written saves of a killed run are never valid checkpoints.
-    cleanup_tmp_directories=True,
+    cleanup_tmp_directories=not read_only,
   )
-  return ocp.CheckpointManager(directory, options=options)
+  return ocp.CheckpointManager(checkpoints, options=options)
 
 
 # Small JSON files orbax reads when it opens a checkpoint directory.
@@ -153,3 +163,29 @@ def restore_newest_intact(manager, abstract_state, data_iterator):
       f'ones are in {quarantined}. Use a new --workdir to start afresh.'
     )
   return None
+
+
+def restore_for_inference(
+  workdir: str, abstract_state, step: int | None = None
+):
+  """(state, step) of checkpoint `step`, else the best, else the newest.
+
+  The best is the one with the highest validation accuracy. Restores only
+  the train state (not the input position), into `abstract_state`'s shapes
+  and shardings (`state.abstract_state`).
+
+  Raises:
+    UsageError: if `workdir` holds no checkpoint.
+  """
+  if not os.path.isdir(directory(workdir)):
+    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
+  manager = create_checkpoint_manager(workdir, 1, read_only=True)
+  step = step or manager.best_step() or manager.latest_step()
+  if step is None:
+    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
+  )
+  logging.info('Restored checkpoint %d from %s.', step, workdir)
+  return restored.state, step

@@ -27,8 +27,8 @@ from absl import logging
 from catdog_jax import duplicates
 from catdog_jax import images
 from catdog_jax import sources
+from catdog_jax.classes import CLASS_NAMES
 from catdog_jax.errors import UsageError
-from catdog_jax.sources import CLASS_NAMES
 
 SPLITS = ('train', 'val', 'test')
 CACHE_VERSION = 1

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from catdog_jax import classes
+from catdog_jax import evaluate
 from catdog_jax import models
-from catdog_jax import train
 
 POOLING_LAYERS = ('MaxPool2x2', 'GlobalAvgPool')
 
@@ -36,7 +37,7 @@ def _forward(apply_fn, variables, images_bhwc, layer, delta):
     return next_fn(*args, **kwargs)
 
   with nn.intercept_methods(add_delta):
-    logits = apply_fn(variables, train.preprocess(images_bhwc))
+    logits = apply_fn(variables, evaluate.preprocess(images_bhwc))
   return logits, captured[0]
 
 
@@ -58,7 +59,7 @@ def gradcam(apply_fn, variables, images_bhwc, layer: str) -> np.ndarray:
       apply_fn, variables, images_bhwc, layer, delta
     )
     # Explain the predicted class: the dog logit, or minus it for cats.
-    sign = jnp.where(logits >= 0, 1.0, -1.0)
+    sign = jnp.where(classes.is_dog(logits), 1.0, -1.0)
     return jnp.sum(jax.lax.stop_gradient(sign) * logits), activations
 
   grads, activations = jax.grad(score, has_aux=True)(jnp.zeros(shape))

@@ -19,20 +19,25 @@ from catdog_jax import images
 from catdog_jax.dataset import Example
 
 
-def load_example(
-  example: Example, source, image_size: int
-) -> dict[str, np.ndarray]:
-  """Loads one indexed example into {'image', 'label'}.
+def load_image(source, key: str, image_size: int) -> np.ndarray:
+  """One indexed item's pixels as every model input: uint8, resized, RGB.
 
   Raises:
     ValueError: naming the item, if it changed since it was indexed.
   """
   try:
-    image = images.resize(source.load(example.key), image_size)
+    return images.resize(source.load(key), image_size)
   except (OSError, images.UnusableImageError) as e:
     raise ValueError(
-      f'{example.key} changed since it was indexed ({e}); run again to re-index'
+      f'{key} changed since it was indexed ({e}); run again to re-index'
     ) from e
+
+
+def load_example(
+  example: Example, source, image_size: int
+) -> dict[str, np.ndarray]:
+  """Loads one indexed example into {'image', 'label'}."""
+  image = load_image(source, example.key, image_size)
   return {'image': image, 'label': np.int32(example.label)}
 
 

@@ -18,13 +18,10 @@ from absl import logging
 
 
 class MetricWriter(abc.ABC):
-  """clu's interface: scalars, texts and hyperparameters, keyed by step."""
+  """clu's interface (the part we use): scalars and hyperparameters."""
 
   @abc.abstractmethod
   def write_scalars(self, step: int, scalars: Mapping[str, float]): ...
-
-  @abc.abstractmethod
-  def write_texts(self, step: int, texts: Mapping[str, str]): ...
 
   @abc.abstractmethod
   def write_hparams(self, hparams: Mapping[str, Any]): ...
@@ -45,10 +42,6 @@ class TensorBoardWriter(MetricWriter):
   def write_scalars(self, step, scalars):
     for key, value in scalars.items():
       self._writer.add_scalar(key, value, global_step=step)
-
-  def write_texts(self, step, texts):
-    for key, value in texts.items():
-      self._writer.add_text(key, value, global_step=step)
 
   def write_hparams(self, hparams):
     # Logged as text: TensorBoard's hparams plugin needs a final metric.
@@ -71,9 +64,6 @@ class JsonlWriter(MetricWriter):
   def write_scalars(self, step, scalars):
     record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
     self._file.write(json.dumps(record) + '\n')
-
-  def write_texts(self, step, texts):
-    del step, texts
 
   def write_hparams(self, hparams):
     del hparams
@@ -100,10 +90,6 @@ class LoggingWriter(MetricWriter):
     values = ', '.join(f'{k}={_format(v)}' for k, v in sorted(scalars.items()))
     logging.info('[%d] %s', step, values)
 
-  def write_texts(self, step, texts):
-    for key, value in texts.items():
-      logging.info('[%d] %s: %s', step, key, value)
-
   def write_hparams(self, hparams):
     logging.info('hparams: %s', dict(sorted(hparams.items())))
 
@@ -117,10 +103,6 @@ class MultiWriter(MetricWriter):
   def write_scalars(self, step, scalars):
     for writer in self._writers:
       writer.write_scalars(step, scalars)
-
-  def write_texts(self, step, texts):
-    for writer in self._writers:
-      writer.write_texts(step, texts)
 
   def write_hparams(self, hparams):
     for writer in self._writers:

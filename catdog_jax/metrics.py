@@ -3,17 +3,23 @@
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from catdog_jax.dataset import CLASS_NAMES
+from catdog_jax import classes
+from catdog_jax.classes import CLASS_NAMES
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-logits))
 
 
-def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
-  """Mean binary cross-entropy, computed stably from logits in float64."""
+def example_losses(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+  """Binary cross-entropy of each example, computed stably in float64."""
   logits = np.asarray(logits, np.float64)
-  return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
+  return np.logaddexp(0.0, logits) - labels * logits
+
+
+def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
+  """Mean binary cross-entropy over the examples."""
+  return float(np.mean(example_losses(labels, logits)))
 
 
 def classification_metrics(
@@ -28,7 +34,7 @@ def classification_metrics(
   Returns:
     A JSON-able dict; `roc_auc` is None when only one class is present.
   """
-  predictions = (logits >= 0).astype(np.int32)
+  predictions = classes.is_dog(logits).astype(np.int32)
   precision, recall, f1, _ = sk_metrics.precision_recall_fscore_support(
     labels, predictions, average='binary', pos_label=1, zero_division=0
   )
@@ -51,7 +57,7 @@ def classification_report(labels: np.ndarray, logits: np.ndarray) -> str:
   """scikit-learn's per-class report, in the seed's layout."""
   return sk_metrics.classification_report(
     labels,
-    (logits >= 0).astype(np.int32),
+    classes.is_dog(logits).astype(np.int32),
     labels=[0, 1],
     target_names=list(CLASS_NAMES),
     digits=4,

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from catdog_jax.errors import UsageError
+
 
 class MaxPool2x2(nn.Module):
   """2x2 max pooling, stride 2, SAME padding (Keras `MaxPooling2D`).
@@ -237,24 +239,36 @@ class MiniXception(nn.Module):
 MODELS = {'seed_cnn': SeedCNN, 'resnet': ResNet, 'mini_xception': MiniXception}
 
 
-def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
-  """Builds `config.name` with the remaining fields of `config` as arguments.
-
-  Raises:
-    ValueError: on an unknown model name.
-  """
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError unless `config` (the `model` group) names a model and
+  only fields that model has."""
   if config.name not in MODELS:
-    raise ValueError(
+    raise UsageError(
       f'unknown model.name {config.name!r}; known: {", ".join(MODELS)}'
     )
-  kwargs = {k: v for k, v in config.items() if k != 'name'}
-  return MODELS[config.name](dtype=dtype, **kwargs)
+  unknown = unknown_fields(config)
+  if unknown:
+    raise UsageError(
+      f'model {config.name!r} has no field(s) {", ".join(unknown)}; '
+      'start from a config written for it (configs/fast_cpu.py: resnet)'
+    )
 
 
 def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
   """Fields of a `model` config that its model (`config.name`) lacks."""
   known = {field.name for field in dataclasses.fields(MODELS[config.name])}
   return sorted(set(config.keys()) - known - {'name'})
+
+
+def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
+  """Builds `config.name` with the remaining fields of `config` as arguments.
+
+  Raises:
+    UsageError: on an unknown model name or field.
+  """
+  check_config(config)
+  kwargs = {k: v for k, v in config.items() if k != 'name'}
+  return MODELS[config.name](dtype=dtype, **kwargs)
 
 
 def param_shapes(config: ml_collections.ConfigDict, image_size: int):

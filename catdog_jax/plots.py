@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as sk_metrics  # noqa: E402
 
-from catdog_jax.sources import CLASS_NAMES  # noqa: E402
+from catdog_jax.classes import CLASS_NAMES  # noqa: E402
 
 DPI = 120
 

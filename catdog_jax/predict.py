@@ -2,29 +2,28 @@
 
 Both read the config saved in the workdir and restore its best checkpoint
 (by validation accuracy), else its newest; both preprocess exactly as
-training's evaluation does, through `train.evaluate`.
+training's evaluation does, through `evaluate.evaluate`.
 """
 
 import csv
 import glob
 import os
 
-import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
 from catdog_jax import checkpointing
+from catdog_jax import classes
 from catdog_jax import dataset
+from catdog_jax import evaluate
+from catdog_jax import mesh
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import report
 from catdog_jax import sources
-from catdog_jax import train
+from catdog_jax import state as state_lib
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import UsageError
-
-DOG_THRESHOLD = 0.5
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -32,27 +31,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UsageError(f'{path} is missing: is {workdir!r} a training workdir?')
   return ml_collections.ConfigDict(workdir_lib.read_json(path))
-
-
-def restore_state(
-  workdir: str, config: ml_collections.ConfigDict, step: int | None = None
-):
-  """(train state, step) of checkpoint `step`, else the best, else newest."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
-  manager = checkpointing.create_checkpoint_manager(
-    workdir, config.checkpoints_to_keep
-  )
-  step = step or manager.best_step() or manager.latest_step()
-  if step is None:
-    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
-  # The schedule's length shapes no array, so any num_steps restores.
-  abstract = train.create_train_state(jax.random.key(0), config, num_steps=1)
-  restored = manager.restore(
-    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-  )
-  logging.info('Restored checkpoint %d from %s.', step, workdir)
-  return restored.state, step
 
 
 def find_images(pattern: str) -> list[str]:
@@ -80,17 +58,20 @@ def find_images(pattern: str) -> list[str]:
 class Predictor:
   """A restored model and its compiled evaluation step."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, step: int | None = None):
+    """Restores checkpoint `step` of `workdir`, else its best, else newest."""
     self.config = load_config(workdir)
-    self.state, self.step = restore_state(workdir, self.config)
-    self._data_sharding, replicated = train.create_shardings()
-    self._eval_fn = train.compile_eval_step(
+    self._data_sharding, replicated = mesh.create_shardings()
+    self.state, self.step = checkpointing.restore_for_inference(
+      workdir, state_lib.abstract_state(self.config, replicated), step
+    )
+    self._eval_fn = evaluate.compile_eval_step(
       self.config, self._data_sharding, replicated
     )
 
-  def logits(self, examples, source):
-    """(examples, labels, logits) in one order, as training evaluates."""
-    return train.evaluate(
+  def predict(self, examples, source) -> evaluate.Predictions:
+    """The examples' logits, as training's evaluation computes them."""
+    return evaluate.evaluate(
       self._eval_fn, self.state, examples, source, self.config,
       self._data_sharding,
     )  # fmt: skip
@@ -111,12 +92,17 @@ def predict(workdir: str, pattern: str) -> tuple[list[dict], list[dict]]:
   keys, skipped = dataset.usable_and_skipped(paths, records)
   logging.info('Predicting %d images (%d skipped).', len(keys), len(skipped))
   examples = [dataset.Example(key, 0, '') for key in keys]
-  examples, _, logits = predictor.logits(examples, source)
-  rows = []
-  for example, logit in zip(examples, logits, strict=True):
-    prob = float(metrics_lib.sigmoid(logit))
-    label = 'dog' if prob >= DOG_THRESHOLD else 'cat'
-    rows.append({'path': example.key, 'prob_dog': prob, 'label': label})
+  predictions = predictor.predict(examples, source)
+  rows = [
+    {
+      'path': example.key,
+      'prob_dog': float(metrics_lib.sigmoid(logit)),
+      'label': classes.class_name(logit),
+    }
+    for example, logit in zip(
+      predictions.examples, predictions.logits, strict=True
+    )
+  ]
   return rows, skipped
 
 
@@ -178,8 +164,8 @@ def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
   config.source, config.root = 'folder', root
   source = sources.create_source(config)
   index = dataset.build_index(source, config)
-  examples, labels, logits = predictor.logits(index.examples, source)
-  result = metrics_lib.classification_metrics(labels, logits)
+  predictions = predictor.predict(index.examples, source)
+  result = predictions.metrics()
   result['num_skipped'] = len(index.skipped)
   result['skipped'] = index.skipped
   result['checkpoint_step'] = predictor.step
@@ -188,21 +174,25 @@ def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
     result['duplicates_of_training_data'] = {
       split: sum(s == split for s in seen.values()) for split in dataset.SPLITS
     }
-    unseen = np.array([seen.get(e.key) != 'train' for e in examples])
+    unseen = np.array(
+      [seen.get(e.key) != 'train' for e in predictions.examples]
+    )
     result['unseen'] = (
-      metrics_lib.classification_metrics(labels[unseen], logits[unseen])
+      metrics_lib.classification_metrics(
+        predictions.labels[unseen], predictions.logits[unseen]
+      )
       if unseen.any()
       else {'num_examples': 0}
     )
-  return result, metrics_lib.classification_report(labels, logits)
+  return result, predictions.report()
 
 
 def regenerate_report(workdir: str) -> str:
   """Redraws report.md and plots/ for the model the test split measured."""
-  config = load_config(workdir)
   step = workdir_lib.read_json(
     workdir_lib.path(workdir, workdir_lib.EVAL_TEST)
   )['step']
-  state, _ = restore_state(workdir, config, step)
+  predictor = Predictor(workdir, step)
+  config = predictor.config
   source = sources.create_source(config.data)
-  return report.write_run_report(workdir, config, state, source, step)
+  return report.write_run_report(workdir, config, predictor.state, source, step)

@@ -10,15 +10,16 @@ import os
 
 import numpy as np
 
+from catdog_jax import classes
+from catdog_jax import evaluate
 from catdog_jax import gradcam
-from catdog_jax import images
+from catdog_jax import input_pipeline
 from catdog_jax import metric_writers
 from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
 from catdog_jax import plots
-from catdog_jax import train
 from catdog_jax import workdir as workdir_lib
-from catdog_jax.sources import CLASS_NAMES
+from catdog_jax.classes import CLASS_NAMES
 
 PLOTS_DIR = 'plots'
 PREDICTIONS_FILENAME = 'predictions_test.csv'
@@ -108,13 +109,16 @@ def render_report(
   )
 
 
-def write_predictions(workdir, examples, labels, logits) -> None:
+def write_predictions(workdir, predictions: evaluate.Predictions) -> None:
   """The test split's predictions, one row per image."""
   path = os.path.join(workdir, PREDICTIONS_FILENAME)
+  rows = zip(
+    predictions.examples, predictions.labels, predictions.logits, strict=True
+  )
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['key', 'label', 'logit', 'prob_dog'])
-    for example, label, logit in zip(examples, labels, logits, strict=True):
+    for example, label, logit in rows:
       prob = float(metrics_lib.sigmoid(logit))
       writer.writerow([example.key, int(label), repr(float(logit)), prob])
 
@@ -129,13 +133,11 @@ def read_predictions(workdir):
   return keys, labels, logits
 
 
-def example_losses(labels, logits) -> np.ndarray:
-  return np.logaddexp(0.0, logits) - labels * logits
-
-
 def load_images(source, keys, image_size) -> np.ndarray:
   """The images as evaluation sees them: decoded, resized, uint8."""
-  return np.stack([images.resize(source.load(k), image_size) for k in keys])
+  return np.stack(
+    [input_pipeline.load_image(source, key, image_size) for key in keys]
+  )
 
 
 def title(label: int, logit: float) -> str:
@@ -162,7 +164,7 @@ def draw_plots(workdir, config, state, source) -> list[str]:
     names.append('roc')
 
   size = config.data.image_size
-  worst = np.argsort(-example_losses(labels, logits))[:GRID_SIZE]
+  worst = np.argsort(-metrics_lib.example_losses(labels, logits))[:GRID_SIZE]
   plots.plot_image_grid(
     list(load_images(source, [keys[i] for i in worst], size)),
     [title(labels[i], logits[i]) for i in worst],
@@ -170,7 +172,7 @@ def draw_plots(workdir, config, state, source) -> list[str]:
   )
   names.append('errors')
 
-  right = (logits >= 0) == (labels == 1)
+  right = classes.is_dog(logits) == (labels == 1)
   confident = np.argsort(-np.abs(logits))
   chosen = [i for i in confident if right[i]][:4]
   chosen += [i for i in worst if not right[i]][:4]
@@ -178,7 +180,7 @@ def draw_plots(workdir, config, state, source) -> list[str]:
   model = models.create_model(config.model)
   layer = gradcam.last_pooling_layer(model, size)
   heatmaps = gradcam.gradcam(
-    state.apply_fn, train.eval_variables(state), batch, layer
+    state.apply_fn, evaluate.eval_variables(state), batch, layer
   )
   plots.plot_image_grid(
     [plots.overlay_heatmap(i, h) for i, h in zip(batch, heatmaps, strict=True)],

@@ -13,9 +13,9 @@ import ml_collections
 import numpy as np
 
 from catdog_jax import images
+from catdog_jax.classes import CLASS_NAMES
 from catdog_jax.errors import UsageError
 
-CLASS_NAMES = ('cat', 'dog')
 # Extensions OpenCV's image decoders read; matched case-insensitively.
 IMAGE_EXTENSIONS = frozenset({
   '.avif', '.bmp', '.dib', '.gif', '.hdr', '.jp2', '.jpe', '.jpeg', '.jpg',

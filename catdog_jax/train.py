@@ -1,6 +1,8 @@
-"""Training and evaluation: jit-compiled steps over a ('data',) device mesh.
+"""Training: the jit-compiled train step, the loop, its checks and signals.
 
 `train_and_evaluate` is the library entry point; `main.py` only parses flags.
+Evaluation (`evaluate`), the optimizer (`optimizer`), the state (`state`) and
+the mesh (`mesh`) live in their own modules, which never import this one.
 """
 
 import functools
@@ -8,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,40 +17,25 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from flax import struct
-from flax.training import train_state
-from jax.experimental import multihost_utils
-from jax.sharding import AxisType
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from catdog_jax import augment
 from catdog_jax import checkpointing
+from catdog_jax import classes
 from catdog_jax import dataset
+from catdog_jax import evaluate
 from catdog_jax import input_pipeline
+from catdog_jax import mesh
 from catdog_jax import metric_writers
-from catdog_jax import metrics as metrics_lib
 from catdog_jax import models
+from catdog_jax import optimizer
 from catdog_jax import report
+from catdog_jax import state as state_lib
 from catdog_jax import workdir as workdir_lib
 from catdog_jax import xla_cpu
 from catdog_jax.errors import DivergenceError
 from catdog_jax.errors import UsageError
 
 MIN_IMAGE_SIZE = 16
-PROGRESS_EVERY_BATCHES = 50
-
-
-class TrainState(train_state.TrainState):
-  """Params, optimizer state and the model's other variables.
-
-  Attributes:
-    batch_stats: BatchNorm running statistics ({} for models without).
-    ema_params: exponential moving average of the params, or None.
-  """
-
-  batch_stats: Any = struct.field(default_factory=dict)
-  ema_params: Any = None
 
 
 # --- Settings -----------------------------------------------------------------
@@ -81,40 +67,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       f'num_train_steps must be at least 1, got {config.num_train_steps}'
     )
-  if config.optimizer.name not in OPTIMIZERS:
-    raise UsageError(
-      f'unknown optimizer.name {config.optimizer.name!r}; known: '
-      f'{", ".join(OPTIMIZERS)}'
-    )
-  if config.optimizer.schedule not in SCHEDULES:
-    raise UsageError(
-      f'unknown optimizer.schedule {config.optimizer.schedule!r}; known: '
-      f'{", ".join(SCHEDULES)}'
-    )
-  if config.optimizer.name == 'adam' and config.optimizer.weight_decay:
-    raise UsageError(
-      'optimizer adam has no weight decay: use optimizer.name=adamw'
-    )
+  optimizer.check_config(config.optimizer)
   if not 0 <= config.label_smoothing < 1:
     raise UsageError(
       f'label_smoothing must be in [0, 1), got {config.label_smoothing}'
     )
-  if config.ema_decay is not None and not 0 < config.ema_decay < 1:
-    raise UsageError(f'ema_decay must be in (0, 1), got {config.ema_decay}')
-  min_area = config.augment.crop_min_area
-  if min_area is not None and not 0 < min_area <= 1:
-    raise UsageError(f'augment.crop_min_area must be in (0, 1], got {min_area}')
-  if config.model.name not in models.MODELS:
+  if not 0 <= config.ema_decay < 1:
     raise UsageError(
-      f'unknown model.name {config.model.name!r}; known: '
-      f'{", ".join(models.MODELS)}'
+      f'ema_decay must be in (0, 1), or 0 for none, got {config.ema_decay}'
     )
-  unknown = models.unknown_fields(config.model)
-  if unknown:
-    raise UsageError(
-      f'model {config.model.name!r} has no field(s) {", ".join(unknown)}; '
-      'start from a config written for it (configs/fast_cpu.py: resnet)'
-    )
+  augment.check_config(config.augment)
+  models.check_config(config.model)
   check_progressive_sizes(config)
 
 
@@ -158,84 +121,7 @@ def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
   return max(1, config.num_epochs * num_train // config.batch_size)
 
 
-# --- Model, optimizer, steps -------------------------------------------------
-
-
-# Optimizers by `config.optimizer.name`: (learning rate, optimizer config,
-# weight-decay mask) -> optax transformation.
-OPTIMIZERS = {
-  'adam': lambda lr, config, mask: optax.adam(lr),
-  'adamw': lambda lr, config, mask: optax.adamw(
-    lr, weight_decay=config.weight_decay, mask=mask
-  ),
-  'sgd': lambda lr, config, mask: optax.chain(
-    optax.add_decayed_weights(config.weight_decay, mask),
-    optax.sgd(lr, momentum=config.momentum, nesterov=True),
-  ),
-}
-SCHEDULES = ('constant', 'warmup_cosine')
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int):
-  """The learning rate by step, from the `optimizer` config."""
-  if config.schedule == 'constant':
-    return optax.constant_schedule(config.learning_rate)
-  return optax.warmup_cosine_decay_schedule(
-    init_value=0.0,
-    peak_value=config.learning_rate,
-    warmup_steps=config.warmup_steps,
-    decay_steps=max(num_steps, config.warmup_steps + 1),
-  )
-
-
-def decay_mask(params):
-  """True for kernels; biases and norm scales (1-D) get no weight decay."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
-def create_optimizer(config: ml_collections.ConfigDict, num_steps: int):
-  """The optax optimizer the `optimizer` config describes."""
-  tx = OPTIMIZERS[config.name](
-    learning_rate_schedule(config, num_steps), config, decay_mask
-  )
-  if config.grad_clip_norm is not None:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  return tx
-
-
-def create_train_state(
-  rng, config: ml_collections.ConfigDict, num_steps: int
-) -> TrainState:
-  """Initialises the model's variables and the optimizer state.
-
-  `num_steps` sets the learning-rate schedule's length; it does not change
-  any array's shape, so restoring for inference may pass any value.
-  """
-  model = models.create_model(config.model, dtype=jnp.dtype(config.dtype))
-  size = config.data.image_size
-  images = jnp.zeros((1, size, size, 3), jnp.float32)
-  variables = model.init(rng, images)
-  params = variables['params']
-  return TrainState.create(
-    apply_fn=model.apply,
-    params=params,
-    tx=create_optimizer(config.optimizer, num_steps),
-    batch_stats=variables.get('batch_stats', {}),
-    ema_params=params if config.ema_decay is not None else None,
-  )
-
-
-def eval_variables(state: TrainState) -> dict:
-  """The variables evaluation uses: the EMA params when kept."""
-  params = state.params if state.ema_params is None else state.ema_params
-  if state.batch_stats:
-    return {'params': params, 'batch_stats': state.batch_stats}
-  return {'params': params}
-
-
-def preprocess(images_bhwc):
-  """uint8 pixels to float32 in [0, 1], on the device inside the step."""
-  return images_bhwc.astype(jnp.float32) / 255.0
+# --- Steps ------------------------------------------------------------------
 
 
 def binary_cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -246,7 +132,7 @@ def binary_cross_entropy(logits, labels, label_smoothing: float = 0.0):
 
 
 def train_step(
-  state: TrainState,
+  state: state_lib.TrainState,
   batch,
   rng,
   *,
@@ -260,7 +146,7 @@ def train_step(
   """
   step_rng = jax.random.fold_in(rng, state.step)
   augment_rng, dropout_rng = jax.random.split(step_rng)
-  images = preprocess(batch['image'])
+  images = evaluate.preprocess(batch['image'])
   resizing = image_size not in (None, images.shape[1])
   if augment.is_enabled(config.augment) or resizing:
     images = augment.augment(augment_rng, images, config.augment, image_size)
@@ -288,7 +174,7 @@ def train_step(
   state = state.apply_gradients(grads=grads)
   if has_batch_stats:
     state = state.replace(batch_stats=updates['batch_stats'])
-  if state.ema_params is not None:
+  if config.ema_decay:
     # Warm-up: an early average would be mostly the random initialisation.
     decay = jnp.minimum(
       config.ema_decay, (1.0 + state.step) / (10.0 + state.step)
@@ -300,39 +186,12 @@ def train_step(
     )
   metrics = {
     'loss': loss,
-    'accuracy': jnp.mean((logits >= 0) == (batch['label'] == 1)),
+    'accuracy': jnp.mean(classes.is_dog(logits) == (batch['label'] == 1)),
     'grad_norm': optax.tree.norm(grads),
     'param_norm': optax.tree.norm(state.params),
     'learning_rate': learning_rate_fn(state.step - 1),
   }
   return state, metrics
-
-
-def eval_step(state: TrainState, batch, *, flip: bool = False):
-  """Logits of a padded batch, with its labels and mask passed through.
-
-  With `flip`, the logit is the mean over the image and its mirror image
-  (test-time augmentation).
-  """
-  images = preprocess(batch['image'])
-  variables = eval_variables(state)
-  logits = state.apply_fn(variables, images)
-  if flip:
-    logits = (logits + state.apply_fn(variables, images[:, :, ::-1])) / 2
-  return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
-
-
-# --- Host-side helpers -------------------------------------------------------
-
-
-def create_shardings():
-  """(batch, replicated) shardings over a ('data',) mesh of all devices."""
-  # Auto axes: jit's in/out shardings place the data, as in GSPMD; arrays'
-  # types carry no mesh, so host-side code can use them on any device.
-  mesh = jax.make_mesh(
-    (jax.device_count(),), ('data',), axis_types=(AxisType.Auto,)
-  )
-  return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 
 def compile_train_step(
@@ -342,7 +201,9 @@ def compile_train_step(
   step_fn = functools.partial(
     train_step,
     config=config,
-    learning_rate_fn=learning_rate_schedule(config.optimizer, num_steps),
+    learning_rate_fn=optimizer.learning_rate_schedule(
+      config.optimizer, num_steps
+    ),
     image_size=image_size,
   )
   return jax.jit(
@@ -354,60 +215,6 @@ def compile_train_step(
   )
 
 
-def compile_eval_step(config, data_sharding, replicated):
-  """eval_step jitted with the batch sharded, test-time flip per config."""
-  return jax.jit(
-    functools.partial(eval_step, flip=config.eval_flip),
-    in_shardings=(replicated, data_sharding),
-    out_shardings=data_sharding,
-    compiler_options=xla_cpu.compiler_options(xla_cpu.EVAL_YNN_TYPES),
-  )
-
-
-def to_global(batch, sharding):
-  """This process's share of a batch, as one array sharded over the mesh."""
-  return jax.tree.map(
-    lambda x: jax.make_array_from_process_local_data(sharding, x), batch
-  )
-
-
-def evaluate(eval_fn, state, examples, source, config, sharding):
-  """Predicts every example once, on all processes' devices.
-
-  The examples are padded (with None) to whole global batches and dealt out
-  to processes round-robin, so every process runs the same number of steps.
-
-  Returns:
-    (examples, labels, logits) in one order; logits in float64 on the host.
-  """
-  count = jax.process_count()
-  local_batch = config.batch_size // count
-  padded = list(examples)
-  padded += [None] * (-len(padded) % (count * local_batch))
-  shards = [padded[p::count] for p in range(count)]
-  batches = input_pipeline.eval_batches(
-    shards[jax.process_index()], source, config.data, batch_size=local_batch
-  )
-  num_batches = len(shards[0]) // local_batch
-  outputs = []
-  for i, batch in enumerate(batches, start=1):
-    outputs.append(eval_fn(state, to_global(batch, sharding)))
-    if i % PROGRESS_EVERY_BATCHES == 0:
-      logging.info('Evaluated %d/%d batches.', i, num_batches)
-  outputs = multihost_utils.process_allgather(outputs, tiled=True)
-  # Global batch t holds local batch t of process 0, then of process 1...
-  order = [
-    example
-    for start in range(0, len(shards[0]), local_batch)
-    for shard in shards
-    for example in shard[start : start + local_batch]
-  ]
-  mask = np.concatenate([o['mask'] for o in outputs])
-  labels = np.concatenate([o['label'] for o in outputs])[mask]
-  logits = np.concatenate([o['logit'] for o in outputs])[mask]
-  return [e for e in order if e is not None], labels, logits.astype(np.float64)
-
-
 def first_nonfinite(step_metrics: list[dict], first_step: int):
   """(step, metrics) of the first step with a non-finite loss or norm."""
   for offset, metrics in enumerate(step_metrics):
@@ -416,12 +223,22 @@ def first_nonfinite(step_metrics: list[dict], first_step: int):
   return None
 
 
+def raise_if_diverged(step_metrics: list[dict], first_step: int) -> None:
+  """Raises DivergenceError naming the first step with a non-finite value."""
+  bad = first_nonfinite(step_metrics, first_step)
+  if bad:
+    values = ', '.join(f'{k}={v}' for k, v in sorted(bad[1].items()))
+    raise DivergenceError(
+      f'training diverged at step {bad[0]} ({values}); no checkpoint of '
+      'the diverged state was written'
+    )
+
+
 class TrainLog:
   """Turns per-step device metrics into log lines.
 
-  Metrics stay on the device until `write` pulls them, once per log period,
-  so the host never waits on a step in between. A non-finite loss, gradient
-  or parameter norm raises DivergenceError naming the first bad step.
+  Metrics stay on the device until `check_and_write` pulls them, once per
+  log period, so the host never waits on a step in between.
   """
 
   def __init__(self, writer, num_steps, global_batch_size, start_step):
@@ -435,20 +252,18 @@ class TrainLog:
   def append(self, metrics):
     self._pending.append(metrics)
 
-  def write(self, step: int):
-    """Pulls and writes the metrics of the steps up to `step`."""
+  def check_and_write(self, step: int):
+    """Pulls the metrics of the steps up to `step`, checks, writes them.
+
+    Raises:
+      DivergenceError: if any of them is not finite.
+    """
     count = step - self._last_step
     if count <= 0:
       return
     step_metrics = jax.device_get(self._pending[:count])
     self._pending = self._pending[count:]
-    bad = first_nonfinite(step_metrics, self._last_step + 1)
-    if bad:
-      values = ', '.join(f'{k}={v}' for k, v in sorted(bad[1].items()))
-      raise DivergenceError(
-        f'training diverged at step {bad[0]} ({values}); no checkpoint of '
-        'the diverged state was written'
-      )
+    raise_if_diverged(step_metrics, self._last_step + 1)
     now = time.perf_counter()
     steps_per_sec = count / (now - self._last_time)
     scalars = {
@@ -528,21 +343,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   )
 
   # Mesh, state and compiled steps.
-  data_sharding, replicated = create_shardings()
+  data_sharding, replicated = mesh.create_shardings()
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   init_fn = jax.jit(
-    functools.partial(create_train_state, config=config, num_steps=total_steps),
+    functools.partial(
+      state_lib.create_train_state, config=config, num_steps=total_steps
+    ),
     out_shardings=replicated,
   )
   state = init_fn(init_rng)
   # One step per training image size; each compiles on its first call.
-  p_train_steps = {
+  train_steps = {
     size: compile_train_step(
       config, total_steps, data_sharding, replicated, size
     )
     for size in config.progressive_sizes or (config.data.image_size,)
   }
-  p_eval_step = compile_eval_step(config, data_sharding, replicated)
+  eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
   logging.info(
     '%d parameters on %d devices, %d steps of batch %d.',
     models.count_params(state.params),
@@ -573,11 +390,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       writer.write_hparams(_flatten(config.to_dict()))
 
   def run_eval(split: str, step: int):
-    """Metrics of one split, and its (examples, labels, logits)."""
-    predictions = evaluate(
-      p_eval_step, state, splits[split], source, config, data_sharding
+    """Metrics of one split, and its predictions."""
+    predictions = evaluate.evaluate(
+      eval_fn, state, splits[split], source, config, data_sharding
     )
-    result = metrics_lib.classification_metrics(*predictions[1:])
+    result = predictions.metrics()
     writer.write_scalars(
       step,
       {
@@ -591,19 +408,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   # Train. Logging at step N waits until step N + 1 is dispatched; steps
   # that evaluate or save sync anyway, and check for divergence first.
   train_log = TrainLog(writer, total_steps, config.batch_size, start_step)
-  val_metrics = log_due = train_size = None
+  val_metrics = log_due = current_size = None
   with StopSignal() as stop:
     try:
       for step in range(start_step + 1, total_steps + 1):
-        batch = to_global(next(train_iter), data_sharding)
+        batch = mesh.to_global(next(train_iter), data_sharding)
         size = train_image_size(config, step, total_steps)
-        if size != train_size:
+        if size != current_size:
           logging.info('Training at %d px from step %d.', size, step)
-          train_size = size
-        state, metrics = p_train_steps[size](state, batch, step_rng)
+          current_size = size
+        state, metrics = train_steps[size](state, batch, step_rng)
         train_log.append(metrics)
         if log_due:
-          train_log.write(log_due)
+          train_log.check_and_write(log_due)
         is_last = step == total_steps
         is_eval = is_last or step % config.eval_every_steps == 0
         is_checkpoint = (
@@ -612,7 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         log_due = step if step % config.log_every_steps == 0 else None
         if not (is_eval or is_checkpoint):
           continue
-        train_log.write(step)
+        train_log.check_and_write(step)
         log_due = val_metrics = None
         if is_eval and splits['val']:
           val_metrics, _ = run_eval('val', step)
@@ -642,16 +459,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       workdir_lib.write_json(
         workdir_lib.path(workdir, workdir_lib.EVAL_TEST), test_metrics
       )
-      report.write_predictions(workdir, *predictions)
+      report.write_predictions(workdir, predictions)
       writer.flush()  # The report plots metrics.jsonl.
       path = report.write_run_report(
         workdir, config, state, source, total_steps
       )
-      logging.info(
-        'Test:\n%s\nReport: %s',
-        metrics_lib.classification_report(*predictions[1:]),
-        path,
-      )
+      logging.info('Test:\n%s\nReport: %s', predictions.report(), path)
   writer.close()
   return state
 

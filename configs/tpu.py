@@ -6,14 +6,16 @@ Command (see notebooks/colab_tpu.ipynb):
 
 Convolutions and matrix products run in bfloat16; parameters, optimizer
 state, the loss and the metrics stay float32. The global batch of 256 is
-split over the 8 TPU cores. Not yet measured on a TPU: no TPU was available
-to this project; time and accuracy will be recorded here once run.
+split over the 8 TPU cores. Not measured: no TPU has been lent to this
+project yet.
 """
+
+import ml_collections
 
 from configs import base
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
   """base.py with a TPU-sized batch and bfloat16 computation."""
   config = base.get_config()
   config.batch_size = 256

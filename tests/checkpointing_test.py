@@ -1,11 +1,15 @@
 """Tests for catdog_jax.checkpointing, on real checkpoints on disk."""
 
+import os
+
 import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from catdog_jax import checkpointing
+from catdog_jax.errors import UsageError
 
 
 def data_iterator():
@@ -40,3 +44,39 @@ def test_restore_returns_state_and_moves_the_iterator(tmp_path):
   restored = checkpointing.restore(manager, 9, abstract, fresh_iterator)
   np.testing.assert_array_equal(restored['w'], state['w'])
   assert next(fresh_iterator) == 7
+
+
+def save_states(workdir, accuracies):
+  """Checkpoints 1, 2, ... holding w = step, ranked by `accuracies`."""
+  manager = checkpointing.create_checkpoint_manager(workdir, 5)
+  iterator = data_iterator()
+  for step, accuracy in enumerate(accuracies, start=1):
+    metrics = None if accuracy is None else {'val_accuracy': accuracy}
+    state = {'w': jnp.full((3,), step, jnp.float32)}
+    checkpointing.save(manager, step, state, iterator, metrics)
+  manager.wait_until_finished()
+
+
+ABSTRACT = {'w': jax.ShapeDtypeStruct((3,), jnp.float32)}
+
+
+def test_inference_restores_the_best_else_the_newest(tmp_path):
+  best = str(tmp_path / 'best')
+  save_states(best, [0.5, 0.9, 0.6])
+  state, step = checkpointing.restore_for_inference(best, ABSTRACT)
+  assert step == 2 and float(state['w'][0]) == 2.0
+  state, step = checkpointing.restore_for_inference(best, ABSTRACT, step=3)
+  assert step == 3 and float(state['w'][0]) == 3.0
+
+  unranked = str(tmp_path / 'unranked')
+  save_states(unranked, [None, None])
+  _, step = checkpointing.restore_for_inference(unranked, ABSTRACT)
+  assert step == 2
+
+
+def test_inference_without_checkpoints_says_train_first(tmp_path):
+  with pytest.raises(UsageError, match='train there first'):
+    checkpointing.restore_for_inference(str(tmp_path), ABSTRACT)
+  os.makedirs(checkpointing.directory(str(tmp_path)))
+  with pytest.raises(UsageError, match='train there first'):
+    checkpointing.restore_for_inference(str(tmp_path), ABSTRACT)

@@ -1,12 +1,65 @@
-"""Every shipped config passes the settings check and trains as it says."""
+"""Every shipped config passes the settings check and trains as it says;
+every switch can be turned off from the command line."""
 
 import importlib
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
+from catdog_jax import augment
 from catdog_jax import train
+from configs import base
 
 CONFIGS = ('base', 'fast_cpu', 'gpu', 'seed_cnn_tuned', 'tpu')
+# Each switch of the recipes and the value that turns it off; base.py (the
+# seed's recipe) has every one of them off.
+SWITCHES_OFF = {
+  'label_smoothing': 0.0,
+  'ema_decay': 0.0,
+  'eval_flip': False,
+  'progressive_sizes': (),
+  'data.cache': False,
+  'augment.crop_min_area': 1.0,
+  'augment.flip': False,
+  'augment.brightness': 0.0,
+  'augment.contrast': 0.0,
+  'augment.saturation': 0.0,
+  'optimizer.schedule': 'constant',
+  'optimizer.warmup_steps': 0,
+  'optimizer.weight_decay': 0.0,
+  'optimizer.grad_clip_norm': 0.0,
+}
+# Optional settings, not switches: None means "not given".
+OPTIONAL = {'num_train_steps', 'data.root', 'data.tfds_data_dir'}
+SCREEN_LINES = 24
+
+
+def flatten(config, prefix=''):
+  flat = {}
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def parse(*argv):
+  """The config main.py would build from these command-line flags."""
+  argv = ['main.py', *argv]
+  flag_values = flags.FlagValues()
+  # The override flags are found in the argv given at definition.
+  config_flags.DEFINE_config_file(
+    'config',
+    None,
+    'config',
+    flag_values=flag_values,
+    lock_config=True,
+    sys_argv=argv,
+  )
+  flag_values(argv)
+  return flag_values.config
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -17,3 +70,29 @@ def test_config_passes_the_settings_check(name):
   # Training ends at the size every evaluation runs at.
   sizes = config.progressive_sizes
   assert not sizes or sizes[-1] == config.data.image_size
+
+
+def test_base_has_every_switch_off_and_no_other_placeholder():
+  flat = flatten(base.get_config())
+  assert {key: flat[key] for key in SWITCHES_OFF} == SWITCHES_OFF
+  assert {key for key, value in flat.items() if value is None} == OPTIONAL
+  assert not augment.is_enabled(base.get_config().augment)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_switch_turns_off_on_the_command_line(name):
+  argv = [f'--config=configs/{name}.py']
+  argv += [
+    f'--config.{key}={"()" if value == () else value}'
+    for key, value in SWITCHES_OFF.items()
+  ]
+  flat = flatten(parse(*argv))
+  assert {key: flat[key] for key in SWITCHES_OFF} == SWITCHES_OFF
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_docstring_fits_on_a_screen(name):
+  module = importlib.import_module(f'configs.{name}')
+  lines = module.__doc__.strip().splitlines()
+  assert len(lines) <= SCREEN_LINES
+  assert 'Command' in module.__doc__ and 'python main.py' in module.__doc__

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from catdog_jax import images
 from catdog_jax import train
 from configs import base
 
@@ -21,6 +22,11 @@ def synthetic_image(label: int, rng: np.random.Generator, size: int = 40):
   image = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
   image[..., 0 if label == 0 else 2] += 120
   return image
+
+
+def load_resized(source, key: str, size: int) -> np.ndarray:
+  """An indexed image decoded and resized without the input pipeline."""
+  return images.resize(source.load(key), size)
 
 
 def write_jpeg(path: str, image_rgb: np.ndarray) -> None:

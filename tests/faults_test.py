@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from catdog_jax import checkpointing
+from catdog_jax import state as state_lib
 from catdog_jax import train
 from catdog_jax.errors import CheckpointError
 from catdog_jax.errors import DivergenceError
@@ -147,7 +148,7 @@ def test_divergence_stops_before_saving_the_diverged_state(
   bad_step = int(e.value.args[0].split('step ')[1].split(' ')[0])
   manager = checkpointing.create_checkpoint_manager(str(tmp_path), 3)
   assert bad_step > 1 and manager.latest_step() == bad_step - 1
-  abstract = train.create_train_state(jax.random.key(0), config, 50)
+  abstract = state_lib.create_train_state(jax.random.key(0), config, 50)
   restored = manager.restore(
     bad_step - 1,
     args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),

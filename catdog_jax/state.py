@@ -1,0 +1,61 @@
+"""The train state: what a checkpoint holds, and how to make an empty one.
+
+Training initialises it; inference only needs its shapes (`abstract_state`)
+to restore a checkpoint into, so it never pays for an initialisation.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import struct
+from flax.training import train_state
+
+from catdog_jax import models
+from catdog_jax import optimizer
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimizer state and the model's other variables.
+
+  Attributes:
+    batch_stats: BatchNorm running statistics ({} for models without).
+    ema_params: exponential moving average of the params, or None.
+  """
+
+  batch_stats: Any = struct.field(default_factory=dict)
+  ema_params: Any = None
+
+
+def create_train_state(
+  rng, config: ml_collections.ConfigDict, num_steps: int
+) -> TrainState:
+  """Initialises the model's variables and the optimizer state.
+
+  `num_steps` sets the learning-rate schedule's length; it does not change
+  any array's shape, so restoring for inference may pass any value.
+  """
+  model = models.create_model(config.model, dtype=jnp.dtype(config.dtype))
+  size = config.data.image_size
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  variables = model.init(rng, images)
+  params = variables['params']
+  return TrainState.create(
+    apply_fn=model.apply,
+    params=params,
+    tx=optimizer.create_optimizer(config.optimizer, num_steps),
+    batch_stats=variables.get('batch_stats', {}),
+    ema_params=params if config.ema_decay else None,
+  )
+
+
+def abstract_state(config: ml_collections.ConfigDict, sharding) -> TrainState:
+  """The state's shapes and dtypes, placed by `sharding`; no memory spent."""
+  # The schedule's length shapes no array, so any num_steps will do.
+  init = functools.partial(create_train_state, config=config, num_steps=1)
+  shapes = jax.eval_shape(init, jax.random.key(0))
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
+  )

@@ -1,0 +1,90 @@
+"""Tests for catdog_jax.evaluate: the step, a pass over a split, its result."""
+
+import jax
+import numpy as np
+import pytest
+
+from catdog_jax import dataset
+from catdog_jax import evaluate
+from catdog_jax import mesh
+from catdog_jax import sources
+from catdog_jax import state as state_lib
+from tests import conftest
+
+
+def tiny_state(config):
+  return state_lib.create_train_state(jax.random.key(0), config, 30)
+
+
+def test_eval_step_passes_labels_and_mask_through(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  batch = {
+    'image': np.zeros((4, 32, 32, 3), np.uint8),
+    'label': np.array([0, 1, 1, 0], np.int32),
+    'mask': np.array([True, True, True, False]),
+  }
+  out = evaluate.eval_step(tiny_state(config), batch)
+  assert out['logit'].shape == (4,)
+  np.testing.assert_array_equal(out['mask'], batch['mask'])
+
+
+def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  state = tiny_state(config)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+  batch = {
+    'image': images,
+    'label': np.zeros(2, np.int32),
+    'mask': np.ones(2, bool),
+  }
+  mirrored = {**batch, 'image': images[:, :, ::-1]}
+  plain = evaluate.eval_step(state, batch)['logit']
+  mirror = evaluate.eval_step(state, mirrored)['logit']
+  assert not np.allclose(plain, mirror)
+  np.testing.assert_allclose(
+    evaluate.eval_step(state, batch, flip=True)['logit'],
+    (plain + mirror) / 2,
+    rtol=1e-5,
+  )
+
+
+def test_eval_variables_are_the_average_when_kept(flat_dataset):
+  config = conftest.tiny_recipe_config(flat_dataset)
+  state = tiny_state(config)
+  assert evaluate.eval_variables(state)['params'] is state.ema_params
+  config.ema_decay = 0.0
+  state = tiny_state(config)
+  assert state.ema_params is None
+  assert evaluate.eval_variables(state)['params'] is state.params
+
+
+@pytest.mark.parametrize('batch_size', [8, 6])
+def test_evaluate_predicts_every_example_once_in_order(
+  flat_dataset, batch_size
+):
+  """Whole and padded last batches alike: each example once, as the model
+  alone would score it."""
+  config = conftest.tiny_config(flat_dataset, batch_size=batch_size)
+  source = sources.create_source(config.data)
+  examples = dataset.build_index(source, config.data).examples[:20]
+  state = tiny_state(config)
+  data_sharding, replicated = mesh.create_shardings()
+  eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
+  predictions = evaluate.evaluate(
+    eval_fn, state, examples, source, config, data_sharding
+  )
+  assert predictions.examples == examples
+  np.testing.assert_array_equal(predictions.labels, [e.label for e in examples])
+  images = np.stack([
+    conftest.load_resized(source, e.key, config.data.image_size)
+    for e in examples
+  ])  # fmt: skip
+  expected = state.apply_fn(
+    evaluate.eval_variables(state), evaluate.preprocess(images)
+  )
+  np.testing.assert_allclose(predictions.logits, expected, rtol=1e-5)
+  assert predictions.logits.dtype == np.float64
+  metrics = predictions.metrics()
+  assert metrics['num_examples'] == 20
+  assert 'macro avg' in predictions.report()
