@@ -1,9 +1,16 @@
-"""Shared fixtures: synthetic JPEG folders and a tiny, fast config."""
+"""Shared fixtures: synthetic JPEG folders, a tiny config, a trained workdir.
 
+Tests compile many tiny steps, where XLA's optimization passes cost more
+than they save; they are switched off (as flax's examples' tests do) except
+for tests marked `optimized`, which inspect what XLA makes of the code.
+"""
+
+import dataclasses
 import json
 import os
 
 import cv2
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -11,6 +18,22 @@ import pytest
 from catdog_jax import images
 from catdog_jax import train
 from configs import base
+
+jax.config.update('jax_disable_most_optimizations', True)
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimizations(request):
+  """XLA's usual optimizations for tests marked `optimized`."""
+  if request.node.get_closest_marker('optimized') is None:
+    yield
+    return
+  jax.config.update('jax_disable_most_optimizations', False)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_disable_most_optimizations', True)
+
 
 SHARED_DATA = os.path.join(
   os.path.dirname(__file__), os.pardir, os.pardir, 'shared', 'data'
@@ -136,3 +159,21 @@ def straight_log_loss(flat_dataset, tmp_path_factory):
   )
   with open(workdir / 'eval_test.json') as f:
     return json.load(f)['log_loss']
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  workdir: str
+  state: object  # The final train state train_and_evaluate returned.
+
+
+@pytest.fixture(scope='session')
+def trained_run(folder_dataset, tmp_path_factory):
+  """One 40-step tiny run on folder_dataset, shared by every test that needs
+  a trained workdir. Tests may regenerate its report, never change its
+  checkpoints or metrics."""
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  state = train.train_and_evaluate(
+    tiny_config(folder_dataset, num_train_steps=40), workdir
+  )
+  return TrainedRun(workdir, state)

@@ -69,6 +69,7 @@ def start_and_kill_after_first_checkpoint(flags, workdir, sig):
   return process.returncode, stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
 def test_kill_then_relaunch_ends_like_a_straight_run(
   sig, flat_dataset, tmp_path, long_straight_log_loss

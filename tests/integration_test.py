@@ -16,9 +16,12 @@ from tests import conftest
 
 KAGGLE200 = os.path.join(conftest.SHARED_DATA, 'kaggle200')
 
-pytestmark = pytest.mark.skipif(
-  not os.path.isdir(KAGGLE200), reason=f'{KAGGLE200} is absent'
-)
+pytestmark = [
+  pytest.mark.slow,
+  pytest.mark.skipif(
+    not os.path.isdir(KAGGLE200), reason=f'{KAGGLE200} is absent'
+  ),
+]
 
 
 @pytest.fixture(scope='module')

@@ -8,6 +8,8 @@ import pytest
 
 from tests import conftest
 
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

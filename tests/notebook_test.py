@@ -9,7 +9,11 @@ bfloat16 computation included.
 import json
 import os
 
+import pytest
+
 from tests import conftest
+
+pytestmark = pytest.mark.slow
 
 NOTEBOOK = os.path.join(
   os.path.dirname(__file__), os.pardir, 'notebooks', 'colab_tpu.ipynb'

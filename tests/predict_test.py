@@ -11,7 +11,6 @@ import pytest
 
 from catdog_jax import dataset
 from catdog_jax import predict
-from catdog_jax import train
 from catdog_jax.errors import UsageError
 from tests import conftest
 
@@ -20,12 +19,8 @@ PLOTS = ('curves', 'confusion_matrix', 'roc', 'errors', 'gradcam')
 
 
 @pytest.fixture(scope='module')
-def workdir(folder_dataset, tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('trained'))
-  train.train_and_evaluate(
-    conftest.tiny_config(folder_dataset, num_train_steps=30), path
-  )
-  return path
+def workdir(trained_run):
+  return trained_run.workdir
 
 
 @pytest.fixture(scope='module')
@@ -66,12 +61,14 @@ def test_predict_one_file_and_a_glob(workdir, new_photos):
     predict.predict(workdir, os.path.join(new_photos, 'nothing*'))
 
 
-def test_prediction_matches_training_evaluation(workdir, folder_dataset):
+def test_prediction_matches_training_evaluation(
+  workdir, folder_dataset, tmp_path
+):
   """Predicting the test images gives the logits training's eval gave."""
   with open(os.path.join(workdir, 'predictions_test.csv')) as f:
     test_rows = list(csv.DictReader(f))
   paths = [os.path.join(folder_dataset, r['key']) for r in test_rows]
-  tmp = os.path.join(workdir, 'test_copy')
+  tmp = str(tmp_path / 'test_copy')
   for path in paths:
     target = os.path.join(tmp, os.path.relpath(path, folder_dataset))
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -109,6 +106,7 @@ def test_report_regenerates_every_plot(workdir):
   assert '| test |' in text
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_the_csv(workdir, new_photos, tmp_path):
   output = tmp_path / 'out.csv'
   result = subprocess.run(

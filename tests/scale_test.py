@@ -16,6 +16,8 @@ import pytest
 
 from tests import conftest
 
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
 RUN = {'num_train_steps': 30, 'eval_every_steps': 30}

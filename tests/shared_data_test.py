@@ -22,10 +22,13 @@ BAD_MIXED = os.path.join(conftest.SHARED_DATA, 'bad-mixed')
 KAGGLE_ORIG = os.path.join(conftest.SHARED_DATA, 'kaggle-orig')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.skipif(
-  not os.path.isdir(conftest.SHARED_DATA),
-  reason=f'{conftest.SHARED_DATA} is absent',
-)
+pytestmark = [
+  pytest.mark.slow,
+  pytest.mark.skipif(
+    not os.path.isdir(conftest.SHARED_DATA),
+    reason=f'{conftest.SHARED_DATA} is absent',
+  ),
+]
 
 
 def expected_outcome(what: str) -> set[str]:

@@ -53,6 +53,7 @@ def test_train_and_evaluate_reads_tfds(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_unprepared_tfds_stops_with_one_line(tmp_path):
   result = subprocess.run(
     [

@@ -159,10 +159,8 @@ def read_json(workdir, name):
     return json.load(f)
 
 
-def test_train_and_evaluate_writes_the_workdir(folder_dataset, tmp_path):
-  config = conftest.tiny_config(folder_dataset, num_train_steps=40)
-  workdir = str(tmp_path)
-  state = train.train_and_evaluate(config, workdir)
+def test_train_and_evaluate_writes_the_workdir(trained_run):
+  workdir, state = trained_run.workdir, trained_run.state  # 40 steps.
   assert int(state.step) == 40
 
   checkpoints = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))

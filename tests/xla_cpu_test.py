@@ -6,9 +6,10 @@ import pytest
 
 from catdog_jax import xla_cpu
 
-pytestmark = pytest.mark.skipif(
-  jax.default_backend() != 'cpu', reason='XLA:CPU options'
-)
+pytestmark = [
+  pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU options'),
+  pytest.mark.optimized,
+]
 
 
 def conv(x, w):
