@@ -7,14 +7,21 @@
   # then training steps fed by it (end to end).
   python benchmarks/throughput.py --config=configs/base.py \
     --images=../shared/data/kaggle-orig --steps=5
+  # The host side alone, no model: how fast the training iterator serves
+  # batches (cached and decoding) and hands them to the devices, by batch
+  # size. One JSON line per path and batch size.
+  python benchmarks/throughput.py --config=configs/gpu.py --mode=host \
+    --images=../shared/data/kaggle200 --batch_sizes=64,256 --steps=20
 
 Each figure is the median over --steps timed repetitions. The last line
 printed is JSON.
 """
 
+import functools
 import json
 import time
 
+import grain
 import jax
 import numpy as np
 import timing  # benchmarks/timing.py, beside this script
@@ -35,6 +42,25 @@ config_flags.DEFINE_config_file('config', None, 'Config file.')
 flags.DEFINE_integer('steps', 5, 'Timed repetitions (the median is kept).')
 flags.DEFINE_integer('warmup', 2, 'Untimed repetitions after compiling.')
 flags.DEFINE_string('images', None, 'Folder: time the input pipeline on it.')
+flags.DEFINE_enum(
+  'mode',
+  None,
+  ['steps', 'input', 'host'],
+  'steps: the jitted steps alone; input: the pipeline over --images, then '
+  'steps fed by it; host: the training iterator alone, by batch size. '
+  'Default: input with --images, else steps.',
+)
+flags.DEFINE_list('batch_sizes', ['64', '256'], 'host: batch sizes to time.')
+flags.DEFINE_list(
+  'decode_workers',
+  ['1', '2'],
+  'host: decode threads of the uncached path, and processes of the same '
+  'pipeline under grain multiprocessing (not what training uses: measured '
+  'to compare).',
+)
+flags.DEFINE_integer(
+  'max_images', 4096, 'host: index and cache at most this many images.'
+)
 flags.mark_flags_as_required(['config'])
 
 
@@ -120,19 +146,80 @@ def time_input(config) -> dict:
   }
 
 
+def host_batches_per_sec(iterator, sharding) -> float:
+  """Median batches/s of next() plus the hand-over to the devices."""
+
+  def one_batch():
+    jax.block_until_ready(mesh.to_global(next(iterator), sharding))
+
+  return 1 / timing.median_seconds(one_batch, FLAGS.steps, FLAGS.warmup)
+
+
+def decoding_processes(examples, source, config, batch_size, processes):
+  """The decoding training iterator with its decoding in `processes` grain
+  worker processes instead of threads."""
+  load = functools.partial(
+    input_pipeline.load_example, source=source, image_size=config.image_size
+  )
+  ds = input_pipeline.TrainOrder(len(examples), seed=0).dataset()
+  ds = ds.map(lambda i: load(examples[i])).to_iter_dataset()
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return iter(ds.mp_prefetch(grain.MultiprocessingOptions(processes)))
+
+
+def time_host(config) -> list[dict]:
+  """Images/s the training iterator serves, cached and decoding, no model."""
+  source = sources.FolderSource(FLAGS.images)
+  examples = dataset.build_index(source, config.data).examples
+  examples = examples[: FLAGS.max_images]
+  data_sharding, _ = mesh.create_shardings()
+  cached = input_pipeline.load_all(examples, source, config.data)
+  paths = [('cached', None)]
+  paths += [('decoded', int(n)) for n in FLAGS.decode_workers]
+  paths += [('decoded_processes', int(n)) for n in FLAGS.decode_workers]
+  rows = []
+  for path, workers in paths:
+    data = config.data.copy_and_resolve_references()
+    data.cache = False  # `cached` alone decides.
+    data.num_workers = workers or data.num_workers
+    for batch_size in map(int, FLAGS.batch_sizes):
+      if path == 'decoded_processes':
+        iterator = decoding_processes(
+          examples, source, data, batch_size, workers
+        )
+      else:
+        iterator = input_pipeline.create_train_iterator(
+          examples, source, data, batch_size=batch_size, seed=0,
+          cached=cached if path == 'cached' else None,
+        )  # fmt: skip
+      rate = host_batches_per_sec(iterator, data_sharding) * batch_size
+      rows.append({
+        'path': path,
+        'decode_workers': workers,
+        'batch_size': batch_size,
+        'host_images_per_sec': rate,
+      })  # fmt: skip
+  return rows
+
+
 def main(argv):
   del argv
   config = FLAGS.config
-  result = time_input(config) if FLAGS.images else time_steps(config)
-  result.update({
+  mode = FLAGS.mode or ('input' if FLAGS.images else 'steps')
+  common = {
     'device': jax.devices()[0].device_kind,
     'num_devices': jax.device_count(),
-    'batch_size': config.batch_size,
     'image_size': config.data.image_size,
-    'dtype': config.dtype,
     'steps': FLAGS.steps,
-    'mode': 'input' if FLAGS.images else 'steps',
-  })  # fmt: skip
+    'mode': mode,
+  }
+  if mode == 'host':
+    for row in time_host(config):
+      print(json.dumps({**row, **common}))
+    return
+  result = time_input(config) if mode == 'input' else time_steps(config)
+  result.update(common)
+  result.update({'batch_size': config.batch_size, 'dtype': config.dtype})
   print(json.dumps(result))
 
 

@@ -52,6 +52,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'data.image_size must be at least {MIN_IMAGE_SIZE}, '
       f'got {config.data.image_size}'
     )
+  if config.data.device_prefetch < 0:
+    raise UsageError(
+      'data.device_prefetch must be >= 0 (0: none), got '
+      f'{config.data.device_prefetch}'
+    )
   if config.batch_size % jax.device_count():
     raise UsageError(
       f'batch_size {config.batch_size} is not divisible by the '
@@ -332,7 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     logging.info('%s split: %s', name, counts)
   total_steps = num_train_steps(config, len(splits['train']))
   local_batch = config.batch_size // jax.process_count()
-  train_iter = input_pipeline.create_train_iterator(
+  host_iter = input_pipeline.create_train_iterator(
     splits['train'],
     source,
     config.data,
@@ -344,6 +349,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   # Mesh, state and compiled steps.
   data_sharding, replicated = mesh.create_shardings()
+  # Checkpointed in place of host_iter, with its state.
+  train_iter = mesh.DevicePrefetchIterator(
+    host_iter, data_sharding, config.data.device_prefetch
+  )
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   init_fn = jax.jit(
     functools.partial(
@@ -412,7 +421,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   with StopSignal() as stop:
     try:
       for step in range(start_step + 1, total_steps + 1):
-        batch = mesh.to_global(next(train_iter), data_sharding)
+        batch = next(train_iter)
         size = train_image_size(config, step, total_steps)
         if size != current_size:
           logging.info('Training at %d px from step %d.', size, step)

@@ -57,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Decode threads; 0 means one per CPU core.
   config.data.num_workers = 0
   config.data.prefetch_batches = 2
+  # Training batches kept already placed on the devices ahead of the step
+  # (0: each is placed when the step needs it).
+  config.data.device_prefetch = 2
   # Keep the decoded, resized training images in memory after the first
   # pass (image_size**2 * 3 bytes each), so later epochs decode nothing.
   config.data.cache = False

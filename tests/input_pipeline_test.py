@@ -1,6 +1,8 @@
 """Tests for catdog_jax.input_pipeline, on JPEG folders the tests write."""
 
+import grain
 import numpy as np
+import pytest
 
 from catdog_jax import dataset
 from catdog_jax import input_pipeline as ip
@@ -97,3 +99,49 @@ def test_cached_iterator_serves_the_same_stream(flat_dataset):
   for plain, cached in zip(*streams, strict=True):
     np.testing.assert_array_equal(plain['image'], cached['image'])
     np.testing.assert_array_equal(plain['label'], cached['label'])
+
+
+@pytest.mark.parametrize('shard_index, shard_count', [(0, 1), (1, 2)])
+def test_bulk_indices_are_grains_order(shard_index, shard_count):
+  order = ip.TrainOrder(37, seed=5, shard_index=shard_index,
+                        shard_count=shard_count)  # fmt: skip
+  stream = order.dataset()
+  expected = [stream[i] for i in range(100)]  # Several epochs.
+  np.testing.assert_array_equal(order.indices(0, 100), expected)
+  np.testing.assert_array_equal(order.indices(60, 7), expected[60:67])
+
+
+def test_shuffle_is_the_one_earlier_runs_used():
+  """Checkpoints of runs before the bulk path resume in their own order."""
+  earlier = grain.MapDataset.range(50).seed(7).shuffle().repeat()
+  order = ip.TrainOrder(50, seed=7).dataset()
+  assert [order[i] for i in range(150)] == [earlier[i] for i in range(150)]
+
+
+@pytest.mark.parametrize('count', [1, 3, 8])
+def test_aligned_take_gathers_into_aligned_memory(count):
+  array = np.arange(10 * 5 * 3, dtype=np.uint8).reshape(10, 5, 3)
+  indices = np.array([7, 0, 7, 3, 9, 1, 2, 8])[:count]
+  out = ip.aligned_take(array, indices)
+  np.testing.assert_array_equal(out, array[indices])
+  assert out.ctypes.data % ip.ALIGNMENT == 0 and out.flags.c_contiguous
+
+
+def test_cached_and_decoded_iterators_share_their_state(flat_dataset):
+  """A checkpoint of either path resumes the other at the same batch."""
+  examples, source = index(flat_dataset)
+
+  def iterator(cache):
+    config = data_config(flat_dataset, data__cache=cache)
+    return ip.create_train_iterator(
+      examples, source, config, batch_size=8, seed=4
+    )
+
+  decoded, cached = iterator(False), iterator(True)
+  for _ in range(13):  # Past the first epoch of 80.
+    next(decoded)
+    next(cached)
+  assert decoded.get_state() == cached.get_state() == {'next_index': 104}
+  resumed = iterator(True)
+  resumed.set_state(decoded.get_state())
+  np.testing.assert_array_equal(next(resumed)['image'], next(decoded)['image'])
