@@ -12,6 +12,8 @@ not run to the end here.
 Measured 2026-11-24, 2-core Intel Xeon VM (CPU only), kaggle200, with
 --config.num_epochs=1 (502 steps, before the speed-ups): 37 min 28 s; test
 accuracy 0.6953, F1 0.6711, ROC AUC 0.7768, log-loss 0.5754.
+Roofline (benchmarks/roofline.py, an estimate): 3.95 GFLOP and 319 MB per
+train image; an H100 would train 10,490 to 124,955 images/s.
 """
 
 import ml_collections

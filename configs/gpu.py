@@ -8,10 +8,11 @@ A full-width ResNet-18 layout (11,174,145 parameters; a stride-2 stem, then
 stages at 80, 40, 20 and 10 px), bfloat16 compute with float32 weights and
 loss, batch 128, 60 epochs (7,535 steps) at 160 px throughout.
 
-Not measured: no GPU or TPU has been lent to this project yet. An estimate,
-not a measurement: XLA's cost analysis puts the train step at 20.4 GFLOP
-per image, about 20 PFLOP for the run; at a sustained 30 TFLOP/s, about 11
-minutes of steps, plus indexing, caching (1.2 GB) and evaluation.
+Not measured: no GPU or TPU has been lent to this project yet.
+Roofline (benchmarks/roofline.py, an estimate): 19.91 GFLOP and 508 MB
+per train image, 19 PFLOP for the run; an H100 would train 6,595 to 49,663
+images/s, i.e. 20 s to 2.4 min of steps (11 min at a sustained 30
+TFLOP/s), plus indexing, caching (1.2 GB) and evaluation.
 """
 
 import ml_collections

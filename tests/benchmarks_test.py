@@ -67,3 +67,54 @@ def test_conv_layers_times_each_distinct_conv():
     for options in ('current', 'xla_default'):
       for name in ('forward', 'input_grad', 'weight_grad'):
         assert layer[f'{options}_{name}_ms'] > 0
+
+
+TINY_SET = [
+  'data.image_size=32',
+  'batch_size=8',
+  'model.conv_features=(4,8)',
+  'model.dense_features=(16,)',
+]
+
+
+def test_host_benchmark_times_each_path_by_batch_size(flat_dataset):
+  rows = run_script(
+    'throughput.py', '--mode=host', f'--images={flat_dataset}',
+    '--batch_sizes=4,8', '--decode_workers=1', '--warmup=1',
+  )  # fmt: skip
+  paths = [(r['path'], r['batch_size']) for r in rows]
+  assert paths == [
+    ('cached', 4), ('cached', 8), ('decoded', 4), ('decoded', 8),
+    ('decoded_processes', 4), ('decoded_processes', 8),
+  ]  # fmt: skip
+  assert all(r['host_images_per_sec'] > 0 for r in rows)
+
+
+def test_roofline_estimates_each_config():
+  result = subprocess.run(
+    [sys.executable, 'benchmarks/roofline.py', '--configs=base,gpu',
+     '--set=data.image_size=32', '--set=batch_size=8', '--markdown'],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.strip().splitlines()
+  assert lines[0].startswith('| config | dtype |') and len(lines) == 4
+  assert lines[2].startswith('| `base` | float32 |')
+  assert lines[3].startswith('| `gpu` | bfloat16 |')
+
+
+def test_device_measurement_prints_rows_to_paste(flat_dataset):
+  """On the CPU here: the same script a first GPU session runs."""
+  result = subprocess.run(
+    [sys.executable, 'benchmarks/measure_device.py', '--configs=base',
+     f'--images={flat_dataset}', '--batch_sizes=8', '--steps=1',
+     *[f'--set={pair}' for pair in TINY_SET]],
+    cwd=REPO, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines() if line.startswith('|')]
+  assert rows[0].startswith('| what | config | measured images/s |')
+  assert any(r.startswith('| train step, batch 8 | `base` |') for r in rows)
+  assert any(r.startswith('| host feed, cached, batch 8 |') for r in rows)
+  # No estimate is made up for a device the roofline does not cover.
+  assert 'no estimate for this device' in result.stdout
