@@ -32,6 +32,7 @@ from catdog_jax.errors import CatdogError
 from catdog_jax.errors import UsageError
 
 FLAGS = flags.FLAGS
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 flags.DEFINE_string('workdir', None, 'Where checkpoints and reports go.')
 flags.DEFINE_enum(
@@ -59,14 +60,24 @@ config_flags.DEFINE_config_file(
 )
 
 
-def quiet_orbax_info_logs() -> None:
-  """Keeps orbax's dozen INFO lines per checkpoint out of the training log."""
-  orbax_dir = f'{os.sep}orbax{os.sep}'
+def keep_own_info_logs() -> None:
+  """INFO lines from this project only; warnings and errors from anyone.
+
+  Without it, orbax writes a dozen INFO lines per checkpoint and JAX one
+  about each backend it could not start (libtpu on every CPU machine).
+  """
+  installed = f'{os.sep}site-packages{os.sep}'  # A virtualenv in the repo.
 
   def keep(record) -> bool:
-    return record.levelno >= logging.WARNING or orbax_dir not in record.pathname
+    # Python's level numbers: absl's own logging.WARNING is -1.
+    return record.levelno >= logging.converter.STANDARD_WARNING or (
+      record.pathname.startswith(PROJECT_DIR + os.sep)
+      and installed not in record.pathname
+    )
 
-  logging.get_absl_handler().python_handler.addFilter(keep)
+  # On absl's handler itself: it calls its inner handler's emit(), which
+  # skips that handler's filters.
+  logging.get_absl_handler().addFilter(keep)
 
 
 def run_summary():
@@ -125,6 +136,48 @@ MODES = {
 }
 
 
+def causes(error: BaseException) -> list[BaseException]:
+  """The error and what it was raised from, outermost first."""
+  chain = [error]
+  while chain[-1].__cause__ or chain[-1].__context__:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  return chain
+
+
+def flag_error_message(error: Exception) -> str:
+  """One line for a command line that cannot be parsed."""
+  name = getattr(error, 'flagname', '') or ''
+  if isinstance(error, flags.UnrecognizedFlagError) and name.startswith(
+    'config.'
+  ):
+    return f'--{name} overrides a config field: give --config=FILE first'
+  chain = causes(error)
+  # ml_collections' KeyError for a misspelled field holds the "Did you
+  # mean" hint in its argument; str() would quote it with escaped newlines.
+  key_error = next((e for e in chain if isinstance(e, KeyError)), None)
+  if key_error:
+    message = f'unknown config field {key_error.args[0]}'
+  else:
+    message = str(chain[-1])
+  if 'Failed loading config file' in message:
+    # Its last line is the reason: the file's error, or the file missing.
+    reason = message.strip().splitlines()[-1]
+    message = f'cannot load the --config file: {reason}'
+  return ' '.join(message.split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one `error:` line instead of a traceback."""
+  try:
+    remaining = FLAGS(argv)
+    if FLAGS.config is not None:
+      FLAGS.config.keys()  # ml_collections defers the file's errors to here.
+    return remaining
+  except Exception as e:  # noqa: BLE001 - flag and config-file errors alike.
+    print(f'error: {flag_error_message(e)}', file=sys.stderr)
+    sys.exit(2)
+
+
 def required_config():
   if FLAGS.config is None:
     raise UsageError(f'--config is required for --mode={FLAGS.mode}')
@@ -140,7 +193,7 @@ def required_images() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  quiet_orbax_info_logs()
+  keep_own_info_logs()
   distributed.initialize(
     FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
   )
@@ -156,7 +209,13 @@ def main(argv):
     MODES[FLAGS.mode]()
   except CatdogError as e:
     sys.exit(f'error: {e}')
+  except KeyboardInterrupt:
+    # Training's loop saves on the first Ctrl-C; this is any other moment,
+    # or a second Ctrl-C. Checkpoints already written are whole.
+    print('error: interrupted; relaunch the same command to resume from '
+          'the last checkpoint', file=sys.stderr)  # fmt: skip
+    sys.exit(130)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -92,6 +92,7 @@ def unreadable_steps(directory: str) -> list[int]:
 
 def save(manager, step, state, data_iterator, metrics=None) -> None:
   """Saves asynchronously; `metrics` (with val_accuracy) ranks the best."""
+  logging.info('Saving checkpoint %d.', step)
   manager.save(
     step,
     args=ocp.args.Composite(

@@ -56,9 +56,19 @@ class TensorBoardWriter(MetricWriter):
 
 
 class JsonlWriter(MetricWriter):
-  """Scalars as JSON lines {"step": N, key: value...}: easy to plot or parse."""
+  """Scalars as JSON lines {"step": N, key: value...}: easy to plot or parse.
 
-  def __init__(self, path: str):
+  A run resumed from step `start_step` first drops the records of later
+  steps (written before the stop, and about to be written again), so the
+  file holds each step once.
+  """
+
+  def __init__(self, path: str, start_step: int = 0):
+    kept = [r for r in read_jsonl(path) if r['step'] <= start_step]
+    temporary = f'{path}.tmp'
+    with open(temporary, 'w') as f:
+      f.writelines(json.dumps(record) + '\n' for record in kept)
+    os.replace(temporary, path)  # A crash here leaves the old file whole.
     self._file = open(path, 'a')  # noqa: SIM115 - closed in close().
 
   def write_scalars(self, step, scalars):
@@ -120,11 +130,14 @@ class MultiWriter(MetricWriter):
 METRICS_FILENAME = 'metrics.jsonl'
 
 
-def create_default_writer(logdir: str, just_logging: bool) -> MetricWriter:
+def create_default_writer(
+  logdir: str, just_logging: bool, start_step: int = 0
+) -> MetricWriter:
   """Logs everywhere; writes files only when not `just_logging`.
 
-  Files: TensorBoard events and `metrics.jsonl` in `logdir`.
-  `just_logging` is for processes other than the first of a multi-host run.
+  Files: TensorBoard events and `metrics.jsonl` in `logdir`, from
+  `start_step` on. `just_logging` is for processes other than the first of
+  a multi-host run.
   """
   if just_logging:
     return LoggingWriter()
@@ -132,7 +145,7 @@ def create_default_writer(logdir: str, just_logging: bool) -> MetricWriter:
     [
       LoggingWriter(),
       TensorBoardWriter(logdir),
-      JsonlWriter(os.path.join(logdir, METRICS_FILENAME)),
+      JsonlWriter(os.path.join(logdir, METRICS_FILENAME), start_step),
     ]
   )
 

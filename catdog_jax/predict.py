@@ -159,11 +159,18 @@ def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
     (metrics as in eval_test.json plus num_skipped, skipped,
     duplicates_of_training_data and unseen; the classification report).
   """
+  if not os.path.isdir(root):
+    raise UsageError(f'--images {root!r} is not a folder')
   predictor = Predictor(workdir)
   config = predictor.config.data.copy_and_resolve_references()
   config.source, config.root = 'folder', root
   source = sources.create_source(config)
   index = dataset.build_index(source, config)
+  if not index.examples:
+    raise UsageError(
+      f'no labelled images in {root!r}: eval needs cat and dog folders '
+      '(or cat.N.jpg / dog.N.jpg names); --mode=predict takes unlabelled ones'
+    )
   predictions = predictor.predict(index.examples, source)
   result = predictions.metrics()
   result['num_skipped'] = len(index.skipped)

@@ -287,24 +287,34 @@ class TrainLog:
 
 
 class StopSignal:
-  """Remembers a SIGTERM (preemption) so the loop can checkpoint and stop."""
+  """Remembers a SIGTERM (preemption) or a Ctrl-C (SIGINT) so the loop can
+  checkpoint at the current step and stop; a second Ctrl-C aborts at once
+  (KeyboardInterrupt), leaving the last checkpoint as it was."""
+
+  SIGNALS = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'Ctrl-C'}
 
   def __init__(self):
     self._event = threading.Event()
-    self._previous = None
+    self._previous = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc_info):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint, then stopping.')
+    if signum == signal.SIGINT and self._event.is_set():
+      raise KeyboardInterrupt
+    logging.warning(
+      '%s: saving a checkpoint at the current step, then stopping%s.',
+      self.SIGNALS[signum],
+      ' (Ctrl-C again aborts at once)' if signum == signal.SIGINT else '',
+    )
     self._event.set()
 
   @property
@@ -322,11 +332,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   data_report.json, eval_val.json, eval_test.json and report.md.
 
   Returns:
-    The final train state, or the state at the stop when SIGTERM arrived.
+    The final train state, or the state at the stop when SIGTERM or Ctrl-C
+    arrived.
   """
   check_config(config)
   is_chief = jax.process_index() == 0
   workdir = os.path.abspath(workdir)
+  workdir_lib.check_same_run(workdir, config.to_dict())
   os.makedirs(workdir, exist_ok=True)
 
   # Data.
@@ -387,7 +399,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     state = restored[1]
   start_step = int(state.step)
 
-  writer = metric_writers.create_default_writer(workdir, not is_chief)
+  writer = metric_writers.create_default_writer(
+    workdir, not is_chief, start_step
+  )
   if is_chief:
     workdir_lib.write_json(
       workdir_lib.path(workdir, workdir_lib.CONFIG), config.to_dict()
@@ -396,7 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       workdir_lib.path(workdir, workdir_lib.DATA_REPORT), data_report
     )
     if start_step == 0:
-      writer.write_hparams(_flatten(config.to_dict()))
+      writer.write_hparams(workdir_lib.flatten(config.to_dict()))
 
   def run_eval(split: str, step: int):
     """Metrics of one split, and its predictions."""
@@ -476,14 +490,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       logging.info('Test:\n%s\nReport: %s', predictions.report(), path)
   writer.close()
   return state
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  """{'a': {'b': 1}} -> {'a.b': 1}, for logging the config."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat

@@ -1,7 +1,10 @@
-"""What a workdir holds: its file names, and JSON in and out of it."""
+"""What a workdir holds: its file names, JSON in and out of it, and which
+settings a relaunch on it may change."""
 
 import json
 import os
+
+from catdog_jax.errors import UsageError
 
 CONFIG = 'config.json'
 DATA_REPORT = 'data_report.json'
@@ -23,3 +26,82 @@ def read_json(path: str):
 
 def path(workdir: str, name: str) -> str:
   return os.path.join(workdir, name)
+
+
+# Settings a relaunch on an existing workdir may change: they shape no array
+# of the state and change nothing the model learns from (the data's order is
+# the same cached or not). num_train_steps and num_epochs extend or shorten
+# the run (the learning-rate schedule follows the new length).
+RESUMABLE_CHANGES = frozenset(
+  {
+    'num_train_steps',
+    'num_epochs',
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+    'checkpoints_to_keep',
+    'data.num_workers',
+    'data.prefetch_batches',
+    'data.device_prefetch',
+    'data.cache',
+  }
+)
+# Off values that earlier versions wrote as None.
+_EARLIER_OFF_VALUES = {
+  'ema_decay': 0.0,
+  'augment.crop_min_area': 1.0,
+  'optimizer.grad_clip_norm': 0.0,
+}
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _comparable(config: dict) -> dict:
+  """Flat, with tuples as lists (as JSON keeps them) and earlier Nones."""
+  flat = json.loads(json.dumps(flatten(config)))
+  for key, off in _EARLIER_OFF_VALUES.items():
+    if key in flat and flat[key] is None:
+      flat[key] = off
+  return flat
+
+
+def config_changes(saved: dict, config: dict) -> list[str]:
+  """'key saved -> new' for each setting that may not change on resume.
+
+  Settings present in only one of the two (added or removed by a newer
+  version of the code) are not compared.
+  """
+  saved, config = _comparable(saved), _comparable(config)
+  return [
+    f'{key} {saved[key]!r} -> {config[key]!r}'
+    for key in sorted(saved.keys() & config.keys())
+    if key not in RESUMABLE_CHANGES and saved[key] != config[key]
+  ]
+
+
+def check_same_run(workdir: str, config: dict) -> None:
+  """Raises UsageError if `workdir` holds a run of other settings.
+
+  Runs before anything is restored, so a changed setting never costs a
+  checkpoint.
+  """
+  saved_path = path(workdir, CONFIG)
+  if not os.path.exists(saved_path):
+    return
+  changes = config_changes(read_json(saved_path), config)
+  if changes:
+    raise UsageError(
+      f'{workdir} holds a run with other settings ({"; ".join(changes)}): '
+      f'relaunch it with the settings in {saved_path}, or pass a new '
+      '--workdir to start afresh. A relaunch may change only '
+      f'{", ".join(sorted(RESUMABLE_CHANGES))}.'
+    )

@@ -9,6 +9,7 @@ from ml_collections import config_flags
 
 from catdog_jax import augment
 from catdog_jax import train
+from catdog_jax import workdir
 from configs import base
 
 CONFIGS = ('base', 'fast_cpu', 'gpu', 'seed_cnn_tuned', 'tpu')
@@ -35,14 +36,8 @@ OPTIONAL = {'num_train_steps', 'data.root', 'data.tfds_data_dir'}
 SCREEN_LINES = 24
 
 
-def flatten(config, prefix=''):
-  flat = {}
-  for key, value in config.items():
-    if hasattr(value, 'items'):
-      flat.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
+def flatten(config) -> dict:
+  return workdir.flatten(config.to_dict())
 
 
 def parse(*argv):

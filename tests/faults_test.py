@@ -70,7 +70,7 @@ def start_and_kill_after_first_checkpoint(flags, workdir, sig):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_kill_then_relaunch_ends_like_a_straight_run(
   sig, flat_dataset, tmp_path, long_straight_log_loss
 ):
@@ -80,11 +80,12 @@ def test_kill_then_relaunch_ends_like_a_straight_run(
   )
   checkpoints = os.path.join(tmp_path, 'checkpoints')
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
-  if sig == signal.SIGTERM:  # Saves where it stopped, exits cleanly.
-    assert returncode == 0, stderr[-3000:]
-    assert 50 < steps[-1] < 600, f'SIGTERM came too late: {steps}'
-  else:
+  if sig == signal.SIGKILL:
     assert returncode == -signal.SIGKILL
+  else:  # SIGTERM and Ctrl-C save where they stopped and exit cleanly.
+    assert returncode == 0, stderr[-3000:]
+    assert 'Traceback' not in stderr
+    assert 50 < steps[-1] < 600, f'{sig!r} came too late: {steps}'
   assert not os.path.exists(tmp_path / 'eval_test.json')
 
   relaunched = run_main(flags, tmp_path)
@@ -93,6 +94,10 @@ def test_kill_then_relaunch_ends_like_a_straight_run(
   assert read_json(tmp_path, 'eval_test.json')['log_loss'] == pytest.approx(
     long_straight_log_loss, rel=1e-5, abs=1e-7
   )
+  with open(tmp_path / 'metrics.jsonl') as f:
+    logged = [json.loads(line) for line in f]
+  train_steps = [r['step'] for r in logged if 'train_loss' in r]
+  assert train_steps == sorted(set(train_steps))  # Each step once.
 
 
 def tear(checkpoint_dir):

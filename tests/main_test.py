@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests import conftest
@@ -69,3 +70,88 @@ def test_batch_not_divisible_by_devices_stops(flat_dataset, tmp_path):
   )
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'batch_size 3 is not divisible by the 2 devices' in result.stderr
+
+
+def test_a_changed_config_stops_before_touching_checkpoints(
+  flat_dataset, tmp_path
+):
+  flags = conftest.tiny_flags(flat_dataset, num_train_steps=20)
+  first = run_main(*flags, f'--workdir={tmp_path}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  checkpoints = sorted(os.listdir(tmp_path / 'checkpoints'))
+
+  changed = conftest.tiny_flags(
+    flat_dataset, num_train_steps=20, data__image_size=24
+  )
+  result = run_main(*changed, f'--workdir={tmp_path}')
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and 'data.image_size 32 -> 24' in last
+  assert len(result.stderr.strip().splitlines()) < 10
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == checkpoints
+  assert not os.path.exists(tmp_path / 'checkpoints_unrestorable')
+
+  # Extending the run is a change it accepts, and it resumes.
+  longer = conftest.tiny_flags(flat_dataset, num_train_steps=30)
+  result = run_main(*longer, f'--workdir={tmp_path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resuming from checkpoint 20' in result.stderr
+
+
+def assert_one_error_line(result, message):
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr + result.stdout
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith('error: ') and message in lines[-1], lines[-5:]
+  assert '\\n' not in lines[-1]  # No escaped newlines.
+
+
+@pytest.mark.parametrize(
+  'args, message',
+  [
+    (['--config=configs/no_such.py'], 'cannot load the --config file'),
+    (
+      ['--config=configs/base.py', '--config.num_train_step=5'],
+      'Did you mean "num_train_steps"',
+    ),
+    (['--config.data.root=/x'], 'give --config=FILE first'),
+  ],
+)
+def test_a_bad_command_line_is_one_line(args, message, tmp_path):
+  result = run_main(*args, f'--workdir={tmp_path}')
+  assert_one_error_line(result, message)
+  assert len(result.stderr.strip().splitlines()) <= 3
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(flat_dataset, tmp_path_factory):
+  """A tiny trained workdir, trained by the CLI; its log is kept."""
+  workdir = tmp_path_factory.mktemp('cli_trained')
+  result = run_main(*conftest.tiny_flags(flat_dataset), f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result.stderr
+
+
+def test_the_training_log_is_the_projects_own_lines(trained_workdir):
+  _, log = trained_workdir
+  assert 'Saving checkpoint 20.' in log and 'Test:' in log
+  for noise in ('orbax', 'CheckpointManager', 'Unable to initialize backend'):
+    assert noise not in log
+  assert len(log.splitlines()) < 60
+
+
+def test_eval_on_a_folder_without_labels_is_one_line(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  image = conftest.synthetic_image(0, np.random.default_rng(0))
+  conftest.write_jpeg(str(tmp_path / 'photos' / 'a.jpg'), image)
+  result = run_main('--mode=eval', f'--workdir={workdir}',
+                    f'--images={tmp_path / "photos"}')  # fmt: skip
+  assert_one_error_line(result, 'no labelled images in')
+
+
+def test_eval_on_a_missing_folder_names_the_flag(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  result = run_main('--mode=eval', f'--workdir={workdir}',
+                    f'--images={tmp_path / "nowhere"}')  # fmt: skip
+  assert_one_error_line(result, "--images '")
