@@ -14,6 +14,7 @@ tests and notebooks can import it.
 """
 
 import os
+import shlex
 import sys
 
 import jax
@@ -87,7 +88,17 @@ def run_summary():
 
 
 def run_train():
-  train.train_and_evaluate(required_config(), FLAGS.workdir)
+  provenance = {
+    'command': shlex.join([os.path.basename(sys.executable), *sys.argv]),
+    'config_file': config_flags.get_config_filename(FLAGS['config']),
+    'overrides': [
+      f'{key}={value}'
+      for key, value in config_flags.get_override_values(
+        FLAGS['config']
+      ).items()
+    ],
+  }
+  train.train_and_evaluate(required_config(), FLAGS.workdir, provenance)
 
 
 def run_audit():

@@ -31,13 +31,12 @@ def directory(workdir: str) -> str:
 
 
 def create_checkpoint_manager(
-  workdir: str, checkpoints_to_keep: int, read_only: bool = False
+  workdir: str, checkpoints_to_keep: int
 ) -> ocp.CheckpointManager:
   """A manager over `workdir/checkpoints` keeping the newest and the best.
 
   Checkpoints whose metadata cannot be read (orbax would fail to open the
-  directory) are moved aside first, with a warning. A `read_only` manager
-  neither saves nor deletes.
+  directory) are moved aside first, with a warning.
   """
   checkpoints = directory(workdir)
   for step in unreadable_steps(checkpoints):
@@ -57,10 +56,9 @@ def create_checkpoint_manager(
     best_fn=lambda metrics: metrics[BEST_METRIC],
     best_mode='max',
     preservation_policy=preservation,
-    create=not read_only,
-    read_only=read_only,
+    create=True,
     # Half-written saves of a killed run are never valid checkpoints.
-    cleanup_tmp_directories=not read_only,
+    cleanup_tmp_directories=True,
   )
   return ocp.CheckpointManager(checkpoints, options=options)
 
@@ -166,27 +164,54 @@ def restore_newest_intact(manager, abstract_state, data_iterator):
   return None
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of `workdir`'s complete checkpoints, oldest first."""
+  checkpoints = directory(workdir)
+  if not os.path.isdir(checkpoints):
+    return []
+  return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+
+
+def inference_step(workdir: str) -> int | None:
+  """The checkpoint predict and eval use: the best by validation accuracy,
+  else the newest; None if `workdir` has none.
+
+  Read from the files (each checkpoint's metrics/metrics JSON) rather than
+  through a CheckpointManager, which would clean up the temporary folders
+  of a save still in progress if training runs at the same time.
+  """
+  unreadable = unreadable_steps(directory(workdir))
+  if unreadable:
+    logging.warning('Skipping checkpoints with torn metadata: %s', unreadable)
+  steps = [s for s in checkpoint_steps(workdir) if s not in unreadable]
+  ranked = {}
+  for step in steps:
+    path = os.path.join(directory(workdir), str(step), 'metrics', 'metrics')
+    if os.path.exists(path):
+      with open(path) as f:
+        ranked[step] = json.load(f)[BEST_METRIC]
+  if ranked:
+    return max(ranked, key=lambda step: (ranked[step], step))
+  return steps[-1] if steps else None
+
+
 def restore_for_inference(
   workdir: str, abstract_state, step: int | None = None
 ):
-  """(state, step) of checkpoint `step`, else the best, else the newest.
+  """(state, step) of checkpoint `step`, else of `inference_step`.
 
-  The best is the one with the highest validation accuracy. Restores only
-  the train state (not the input position), into `abstract_state`'s shapes
-  and shardings (`state.abstract_state`).
+  Restores only the train state (not the input position), into
+  `abstract_state`'s shapes and shardings (`state.abstract_state`).
 
   Raises:
-    UsageError: if `workdir` holds no checkpoint.
+    UsageError: if `workdir` holds no such checkpoint.
   """
-  if not os.path.isdir(directory(workdir)):
-    raise UsageError(f'no checkpoints in {workdir!r}: train there first')
-  manager = create_checkpoint_manager(workdir, 1, read_only=True)
-  step = step or manager.best_step() or manager.latest_step()
+  step = step or inference_step(workdir)
   if step is None:
     raise UsageError(f'no checkpoints in {workdir!r}: train there first')
-  restored = manager.restore(
-    step,
-    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
-  )
+  path = os.path.join(directory(workdir), str(step), 'state')
+  if not os.path.isdir(path):
+    raise UsageError(f'{workdir!r} has no checkpoint {step}')
+  state = ocp.StandardCheckpointer().restore(path, abstract_state)
   logging.info('Restored checkpoint %d from %s.', step, workdir)
-  return restored.state, step
+  return state, step

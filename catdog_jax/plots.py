@@ -15,6 +15,7 @@ from sklearn import metrics as sk_metrics  # noqa: E402
 from catdog_jax.classes import CLASS_NAMES  # noqa: E402
 
 DPI = 120
+HEATMAP_CMAP = 'jet'
 
 
 def _save(figure, path: str) -> str:
@@ -82,18 +83,34 @@ def plot_roc(labels: np.ndarray, logits: np.ndarray, path: str) -> str:
 
 
 def plot_image_grid(
-  images_rgb: list[np.ndarray], titles: list[str], path: str, columns: int = 4
+  images_rgb: list[np.ndarray],
+  titles: list[str],
+  path: str,
+  *,
+  heading: str,
+  colorbar_label: str | None = None,
+  columns: int = 4,
 ) -> str:
-  """Images in a grid, each with a title line."""
+  """Images in a grid, each with a title line, under a heading; with
+  `colorbar_label`, a bar for HEATMAP_CMAP's 0..1 (see overlay_heatmap)."""
   rows = max(1, -(-len(images_rgb) // columns))
   figure, axes = plt.subplots(
-    rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False
+    rows, columns, figsize=(3 * columns, 3.2 * rows + 0.6), squeeze=False
   )
   for ax in axes.flat:
     ax.axis('off')
   for ax, image, title in zip(axes.flat, images_rgb, titles, strict=False):
     ax.imshow(image)
     ax.set_title(title, fontsize=9)
+  figure.suptitle(heading)
+  if colorbar_label:
+    mappable = plt.cm.ScalarMappable(cmap=HEATMAP_CMAP)
+    figure.colorbar(
+      mappable, ax=axes.ravel().tolist(), shrink=0.6, label=colorbar_label
+    )
+    figure.savefig(path, dpi=DPI)  # tight_layout cannot place a colorbar.
+    plt.close(figure)
+    return path
   return _save(figure, path)
 
 
@@ -117,6 +134,6 @@ def plot_sweep(
 
 def overlay_heatmap(image_rgb: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
   """A [0, 1] heatmap over an RGB uint8 image, as RGB uint8."""
-  colored = plt.get_cmap('jet')(np.clip(heatmap, 0, 1))[..., :3] * 255
+  colored = plt.get_cmap(HEATMAP_CMAP)(np.clip(heatmap, 0, 1))[..., :3] * 255
   blended = 0.55 * image_rgb.astype(np.float32) + 0.45 * colored
   return blended.astype(np.uint8)

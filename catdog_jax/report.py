@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from catdog_jax import checkpointing
 from catdog_jax import classes
 from catdog_jax import evaluate
 from catdog_jax import gradcam
@@ -54,8 +55,45 @@ def plots_section(names: list[str]) -> list[str]:
   return [f'![{name}](plots/{name}.png)\n' for name in names]
 
 
+def run_lines(run: dict, step: int, val_accuracy: dict, best: int | None):
+  """Which checkpoint is reported and used later, and how the run ran."""
+
+  def at(s):
+    value = val_accuracy.get(s)
+    return '' if value is None else f' (val accuracy {value:.4f})'
+
+  lines = [
+    f'- Test figures, plots and Grad-CAM: the model after step {step}'
+    f'{at(step)}, the last.',
+    f'- `--mode=predict` and `--mode=eval` use checkpoint {best}{at(best)}, '
+    'the best by validation accuracy (else the newest).',
+  ]
+  if 'command' in run:
+    lines.append(f'- Command: `{run["command"]}`')
+  if run.get('config_file'):
+    overrides = ', '.join(f'`{o}`' for o in run.get('overrides', [])) or 'none'
+    lines.append(f'- Config: `{run["config_file"]}`; overrides: {overrides}')
+  if 'started_utc' in run:
+    resumed = run['resumed_from_step']
+    lines += [
+      f'- Started {run["started_utc"]} UTC; this launch took '
+      f'{run["wall_seconds"] / 60:.1f} min'
+      + (f' (resumed from step {resumed})' if resumed else '')
+      + '.',
+      f'- Hardware: {run["devices"]} ({run["processor"]}, host '
+      f'{run["host"]}), JAX {run["jax"]}.',
+    ]
+  return lines
+
+
 def render_report(
-  test_metrics, classification_report, data_report, step, summary, plot_names
+  test_metrics,
+  classification_report,
+  data_report,
+  step,
+  summary,
+  plot_names,
+  run_section: list[str],
 ):
   """The report as Markdown text."""
   auc = test_metrics['roc_auc']
@@ -65,6 +103,10 @@ def render_report(
       '',
       f'Model after {step} training steps, evaluated on the test split '
       f'({test_metrics["num_examples"]} images it never trained on).',
+      '',
+      '## Run',
+      '',
+      *run_section,
       '',
       '## Test metrics (dog = positive class)',
       '',
@@ -169,6 +211,7 @@ def draw_plots(workdir, config, state, source) -> list[str]:
     list(load_images(source, [keys[i] for i in worst], size)),
     [title(labels[i], logits[i]) for i in worst],
     os.path.join(out, 'errors.png'),
+    heading=f'The {len(worst)} test images with the highest loss',
   )
   names.append('errors')
 
@@ -189,6 +232,8 @@ def draw_plots(workdir, config, state, source) -> list[str]:
       for i in chosen
     ],  # fmt: skip
     os.path.join(out, 'gradcam.png'),
+    heading='Grad-CAM: where the evidence for the predicted class lies',
+    colorbar_label="evidence (relative to the image's strongest)",
   )
   names.append('gradcam')
   return names
@@ -199,6 +244,18 @@ def write_run_report(workdir, config, state, source, step) -> str:
   plot_names = draw_plots(workdir, config, state, source)
   _, labels, logits = read_predictions(workdir)
   model = models.create_model(config.model)
+  run_path = workdir_lib.path(workdir, workdir_lib.RUN)
+  records = metric_writers.read_jsonl(
+    os.path.join(workdir, metric_writers.METRICS_FILENAME)
+  )
+  val_accuracy = {r['step']: r['val_accuracy'] for r in records
+                  if 'val_accuracy' in r}  # fmt: skip
+  run_section = run_lines(
+    workdir_lib.read_json(run_path) if os.path.exists(run_path) else {},
+    step,
+    val_accuracy,
+    checkpointing.inference_step(workdir),
+  )
   text = render_report(
     workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
     metrics_lib.classification_report(labels, logits),
@@ -206,6 +263,7 @@ def write_run_report(workdir, config, state, source, step) -> str:
     step,
     models.format_summary(models.summarize(model, config.data.image_size)),
     plot_names,
+    run_section,
   )
   path = workdir_lib.path(workdir, workdir_lib.REPORT)
   with open(path, 'w') as f:

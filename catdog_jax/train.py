@@ -7,6 +7,7 @@ the mesh (`mesh`) live in their own modules, which never import this one.
 
 import functools
 import os
+import platform
 import signal
 import threading
 import time
@@ -322,19 +323,41 @@ class StopSignal:
     return self._event.is_set()
 
 
+def run_record(provenance: dict | None, started: float, start_step: int):
+  """What run.json holds: how, when and where this launch ran."""
+  devices = jax.devices()
+  return {
+    **(provenance or {}),
+    'started_utc': time.strftime('%Y-%m-%d %H:%M', time.gmtime(started)),
+    'wall_seconds': round(time.time() - started, 1),
+    'resumed_from_step': start_step,
+    'devices': f'{len(devices)} x {devices[0].device_kind}',
+    'host': platform.node(),
+    'processor': platform.processor() or platform.machine(),
+    'jax': jax.__version__,
+  }
+
+
 # --- Entry point --------------------------------------------------------------
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  provenance: dict | None = None,
+):
   """Trains, checkpoints and evaluates; resumes from `workdir` if it can.
 
   Writes to `workdir`: checkpoints/, TensorBoard events, config.json,
-  data_report.json, eval_val.json, eval_test.json and report.md.
+  data_report.json, eval_val.json, eval_test.json, run.json and report.md.
+  `provenance` (the command, config file and overrides, from main.py) goes
+  into run.json with the date, wall time and hardware.
 
   Returns:
     The final train state, or the state at the stop when SIGTERM or Ctrl-C
     arrived.
   """
+  started = time.time()
   check_config(config)
   is_chief = jax.process_index() == 0
   workdir = os.path.abspath(workdir)
@@ -481,6 +504,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     if is_chief:
       workdir_lib.write_json(
         workdir_lib.path(workdir, workdir_lib.EVAL_TEST), test_metrics
+      )
+      workdir_lib.write_json(
+        workdir_lib.path(workdir, workdir_lib.RUN),
+        run_record(provenance, started, start_step),
       )
       report.write_predictions(workdir, predictions)
       writer.flush()  # The report plots metrics.jsonl.

@@ -11,6 +11,7 @@ DATA_REPORT = 'data_report.json'
 EVAL_VAL = 'eval_val.json'
 EVAL_TEST = 'eval_test.json'
 REPORT = 'report.md'
+RUN = 'run.json'  # The command, date, wall time and hardware of the run.
 
 
 def write_json(path: str, value) -> None:

@@ -36,6 +36,7 @@ flags.mark_flags_as_required(['config'])
 
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'main.py')
 RUN_INFO = 'sweep_run.json'
+ERROR_LOG = 'sweep_error.log'  # A failed run's output, in its folder.
 METRICS = ('accuracy', 'f1', 'log_loss')
 
 
@@ -84,15 +85,20 @@ def train_one(point, base_args, sweep_dir) -> dict:
     if result.returncode != 0:
       tail = result.stderr.strip().splitlines()[-1:] or ['(no output)']
       logging.error('%s failed: %s', run_name(point), tail[0])
+      os.makedirs(run_dir, exist_ok=True)
+      with open(os.path.join(run_dir, ERROR_LOG), 'w') as f:
+        f.write(result.stderr)
       return {**point, 'status': 'failed'}
     workdir_lib.write_json(
       info_path, {'train_seconds': time.perf_counter() - start}
     )
   test = workdir_lib.read_json(workdir_lib.path(run_dir, workdir_lib.EVAL_TEST))
+  val_path = workdir_lib.path(run_dir, workdir_lib.EVAL_VAL)
+  val = workdir_lib.read_json(val_path) if os.path.exists(val_path) else {}
   seconds = workdir_lib.read_json(info_path)['train_seconds']
   return {
-    **point, 'status': 'done', **{m: test[m] for m in METRICS},
-    'train_seconds': round(seconds, 1),
+    **point, 'status': 'done', 'val_accuracy': val.get('accuracy', ''),
+    **{m: test[m] for m in METRICS}, 'train_seconds': round(seconds, 1),
   }  # fmt: skip
 
 
@@ -128,7 +134,7 @@ def main(argv):
     rows = list(pool.map(
       lambda p: train_one(p, base_args, FLAGS.workdir), points
     ))  # fmt: skip
-  columns = [*sweeps, 'status', *METRICS, 'train_seconds']
+  columns = [*sweeps, 'status', 'val_accuracy', *METRICS, 'train_seconds']
   markdown = write_tables(rows, columns, FLAGS.workdir)
   varying = [key for key, values in sweeps.items() if len(values) > 1]
   done = [row for row in rows if row['status'] == 'done']
@@ -140,6 +146,15 @@ def main(argv):
       os.path.join(FLAGS.workdir, 'sweep_results.png'),
     )
   print(markdown)
+  failed = [
+    run_name({key: row[key] for key in sweeps})
+    for row in rows
+    if row['status'] != 'done'
+  ]
+  if failed:
+    sys.exit(f'error: {len(failed)} of {len(rows)} runs failed '
+             f'({"; ".join(failed)}); each one\'s output is in its folder\'s '
+             f'{ERROR_LOG}')  # fmt: skip
 
 
 if __name__ == '__main__':

@@ -155,3 +155,18 @@ def test_eval_on_a_missing_folder_names_the_flag(trained_workdir, tmp_path):
   result = run_main('--mode=eval', f'--workdir={workdir}',
                     f'--images={tmp_path / "nowhere"}')  # fmt: skip
   assert_one_error_line(result, "--images '")
+
+
+def test_report_names_its_checkpoint_and_provenance(trained_workdir):
+  workdir, _ = trained_workdir
+  report = (workdir / 'report.md').read_text()
+  assert '- Test figures, plots and Grad-CAM: the model after step 20' in report
+  assert 'use checkpoint 20 (val accuracy' in report
+  assert '- Command: `python main.py --config=configs/base.py' in report
+  assert 'Config: `configs/base.py`; overrides: `data.image_size=32`' in report
+  assert '- Hardware: 1 x cpu' in report and 'JAX ' in report
+  # --mode=report redraws the same section from what the workdir holds.
+  (workdir / 'report.md').unlink()
+  result = run_main('--mode=report', f'--workdir={workdir}')
+  assert result.returncode == 0 and 'Traceback' not in result.stderr
+  assert (workdir / 'report.md').read_text() == report

@@ -108,3 +108,24 @@ def test_two_point_sweep_tabulates_and_resumes(flat_dataset, tmp_path):
   before = (run_dir / 'sweep_run.json').stat().st_mtime_ns
   run(args)  # Finished runs are skipped, not trained again.
   assert (run_dir / 'sweep_run.json').stat().st_mtime_ns == before
+
+
+def test_a_failed_sweep_point_fails_the_sweep(flat_dataset, tmp_path):
+  """One point cannot train (batch 0): the others still run, the table says
+  which failed, and the sweep exits non-zero with one line."""
+  result = subprocess.run(
+    command(
+      'scripts/sweep.py', *conftest.tiny_flags(flat_dataset, **RUN),
+      f'--workdir={tmp_path}', '--sweep=batch_size=8,0',
+    ),
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: 1 of 2 runs failed (batch_size=0)')
+  with open(tmp_path / 'sweep_results.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['status'] for r in rows] == ['done', 'failed']
+  assert 0 <= float(rows[0]['val_accuracy']) <= 1
+  error_log = tmp_path / 'batch_size=0' / 'sweep_error.log'
+  assert 'batch_size must be at least 1' in error_log.read_text()
