@@ -287,6 +287,38 @@ class TrainLog:
     self._last_time = time.perf_counter()
 
 
+class FirstSteps:
+  """Says, after a launch's second step, when the first progress line will
+  come and how long the run will take: before it, a user sees nothing for
+  as long as compiling and `log_every_steps` steps take."""
+
+  def __init__(self, log_every_steps: int, num_steps: int):
+    self._log_every_steps = log_every_steps
+    self._num_steps = num_steps
+    self._start = time.perf_counter()
+    self._after_first = None
+
+  def record(self, nth: int, metrics) -> None:
+    """Waits for the launch's `nth` (1 or 2) step; logs after the second."""
+    jax.block_until_ready(metrics)
+    now = time.perf_counter()
+    if nth == 1:
+      self._after_first = now
+      logging.info('First step done in %.1f s (compiling included).',
+                   now - self._start)  # fmt: skip
+      return
+    seconds = now - self._after_first
+    logging.info(
+      'About %.2f s a step: a progress line every %d steps (%.0f s), '
+      'about %.1f min for the %d steps of this launch.',
+      seconds,
+      self._log_every_steps,
+      seconds * self._log_every_steps,
+      seconds * self._num_steps / 60,
+      self._num_steps,
+    )
+
+
 class StopSignal:
   """Remembers a SIGTERM (preemption) or a Ctrl-C (SIGINT) so the loop can
   checkpoint at the current step and stop; a second Ctrl-C aborts at once
@@ -454,6 +486,7 @@ def train_and_evaluate(
   # Train. Logging at step N waits until step N + 1 is dispatched; steps
   # that evaluate or save sync anyway, and check for divergence first.
   train_log = TrainLog(writer, total_steps, config.batch_size, start_step)
+  first_steps = FirstSteps(config.log_every_steps, total_steps - start_step)
   val_metrics = log_due = current_size = None
   with StopSignal() as stop:
     try:
@@ -461,10 +494,16 @@ def train_and_evaluate(
         batch = next(train_iter)
         size = train_image_size(config, step, total_steps)
         if size != current_size:
-          logging.info('Training at %d px from step %d.', size, step)
+          logging.info(
+            'Training at %d px from step %d (compiling its step first).',
+            size,
+            step,
+          )
           current_size = size
         state, metrics = train_steps[size](state, batch, step_rng)
         train_log.append(metrics)
+        if step <= start_step + 2:
+          first_steps.record(step - start_step, metrics)
         if log_due:
           train_log.check_and_write(log_due)
         is_last = step == total_steps
