@@ -39,6 +39,7 @@ def test_tfds_records_are_indexed_and_split_by_content():
   assert len({e.split_key for e in index.examples}) == len(index.examples)
 
 
+@pytest.mark.slow  # Trains for real.
 def test_train_and_evaluate_reads_tfds(tmp_path):
   config = tfds_config(num_train_steps=4, data__val_fraction=0.25,
                        data__test_fraction=0.25)  # fmt: skip

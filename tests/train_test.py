@@ -236,6 +236,7 @@ def test_recipe_step_learns_and_keeps_an_average(flat_dataset, name):
   assert not np.allclose(ema[0], params[0])
 
 
+@pytest.mark.slow  # Trains the whole recipe, twice.
 def test_recipe_run_resumes_exactly_with_batch_stats_and_average(
   flat_dataset, tmp_path
 ):
