@@ -1,5 +1,6 @@
 """Tests that run main.py as a user would, in subprocesses."""
 
+import json
 import os
 import subprocess
 import sys
@@ -92,17 +93,26 @@ def test_a_changed_config_stops_before_touching_checkpoints(
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == checkpoints
   assert not os.path.exists(tmp_path / 'checkpoints_unrestorable')
 
-  # Extending the run is a change it accepts, and it resumes.
+  # Extending the run is a change it accepts: it resumes, and ends as a
+  # run of 30 steps that was never stopped.
   longer = conftest.tiny_flags(flat_dataset, num_train_steps=30)
   result = run_main(*longer, f'--workdir={tmp_path}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resuming from checkpoint 20' in result.stderr
+  straight = run_main(*longer, f'--workdir={tmp_path / "straight"}')
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  resumed, expected = (
+    json.loads((path / 'eval_test.json').read_text())['log_loss']
+    for path in (tmp_path, tmp_path / 'straight')
+  )
+  assert resumed == pytest.approx(expected, rel=1e-6)
 
 
 def assert_one_error_line(result, message):
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr + result.stdout
   lines = result.stderr.strip().splitlines()
+  assert len(lines) < 10, lines
   assert lines[-1].startswith('error: ') and message in lines[-1], lines[-5:]
   assert '\\n' not in lines[-1]  # No escaped newlines.
 
