@@ -15,9 +15,13 @@ RUN = 'run.json'  # The command, date, wall time and hardware of the run.
 
 
 def write_json(path: str, value) -> None:
-  with open(path, 'w') as f:
+  """Writes atomically: a reader (another process, a relaunch after a
+  crash) sees the old file or the new one, never half of one."""
+  temporary = f'{path}.tmp'
+  with open(temporary, 'w') as f:
     json.dump(value, f, indent=2)
     f.write('\n')
+  os.replace(temporary, path)
 
 
 def read_json(path: str):
