@@ -145,15 +145,6 @@ def test_num_train_steps_from_epochs():
   assert train.num_train_steps(config, num_train=100) == 7
 
 
-def test_first_nonfinite_names_the_step():
-  metrics = [
-    {'loss': 0.5, 'grad_norm': 1.0},
-    {'loss': 0.4, 'grad_norm': np.inf},
-  ]
-  assert train.first_nonfinite(metrics, first_step=11)[0] == 12
-  assert train.first_nonfinite(metrics[:1], first_step=11) is None
-
-
 def read_json(workdir, name):
   with open(os.path.join(workdir, name)) as f:
     return json.load(f)
