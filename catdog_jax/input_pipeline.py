@@ -74,9 +74,13 @@ class TrainOrder:
   shard_index: int = 0
   shard_count: int = 1
 
+  @functools.cached_property
+  def _shuffle_seed(self) -> int:
+    return shuffle_seed(self.seed)
+
   def dataset(self) -> grain.MapDataset:
     ds = grain.MapDataset.range(self.num_examples)
-    ds = ds.shuffle(seed=shuffle_seed(self.seed)).repeat()
+    ds = ds.shuffle(seed=self._shuffle_seed).repeat()
     return ds[self.shard_index :: self.shard_count]
 
   def indices(self, start: int, count: int) -> np.ndarray:
@@ -85,7 +89,7 @@ class TrainOrder:
       start, start + count
     )
     epochs, in_epoch = np.divmod(positions, self.num_examples)
-    base = shuffle_seed(self.seed)
+    base = self._shuffle_seed
     # As grain's ShuffleMapDataset: a fresh permutation seed every epoch.
     return np.array(
       [

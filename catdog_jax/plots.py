@@ -18,8 +18,9 @@ DPI = 120
 HEATMAP_CMAP = 'jet'
 
 
-def _save(figure, path: str) -> str:
-  figure.tight_layout()
+def _save(figure, path: str, tight: bool = True) -> str:
+  if tight:  # tight_layout cannot place a colorbar: pass False with one.
+    figure.tight_layout()
   figure.savefig(path, dpi=DPI)
   plt.close(figure)
   return path
@@ -108,10 +109,7 @@ def plot_image_grid(
     figure.colorbar(
       mappable, ax=axes.ravel().tolist(), shrink=0.6, label=colorbar_label
     )
-    figure.savefig(path, dpi=DPI)  # tight_layout cannot place a colorbar.
-    plt.close(figure)
-    return path
-  return _save(figure, path)
+  return _save(figure, path, tight=not colorbar_label)
 
 
 def plot_sweep(

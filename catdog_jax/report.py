@@ -187,15 +187,15 @@ def title(label: int, logit: float) -> str:
   return f'true {CLASS_NAMES[label]}, p(dog)={prob:.2f}'
 
 
-def draw_plots(workdir, config, state, source) -> list[str]:
-  """Every figure under workdir/plots/; returns their names."""
+def draw_plots(workdir, config, state, source, records) -> list[str]:
+  """Every figure under workdir/plots/; returns their names.
+
+  `records` are the run's metrics.jsonl lines.
+  """
   out = os.path.join(workdir, PLOTS_DIR)
   os.makedirs(out, exist_ok=True)
   keys, labels, logits = read_predictions(workdir)
   test = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST))
-  records = metric_writers.read_jsonl(
-    os.path.join(workdir, metric_writers.METRICS_FILENAME)
-  )
   plots.plot_curves(records, os.path.join(out, 'curves.png'))
   plots.plot_confusion_matrix(
     test['confusion_matrix'], os.path.join(out, 'confusion_matrix.png')
@@ -241,13 +241,13 @@ def draw_plots(workdir, config, state, source) -> list[str]:
 
 def write_run_report(workdir, config, state, source, step) -> str:
   """Redraws the plots and writes `workdir/report.md`; returns its path."""
-  plot_names = draw_plots(workdir, config, state, source)
-  _, labels, logits = read_predictions(workdir)
-  model = models.create_model(config.model)
-  run_path = workdir_lib.path(workdir, workdir_lib.RUN)
   records = metric_writers.read_jsonl(
     os.path.join(workdir, metric_writers.METRICS_FILENAME)
   )
+  plot_names = draw_plots(workdir, config, state, source, records)
+  _, labels, logits = read_predictions(workdir)
+  model = models.create_model(config.model)
+  run_path = workdir_lib.path(workdir, workdir_lib.RUN)
   val_accuracy = {r['step']: r['val_accuracy'] for r in records
                   if 'val_accuracy' in r}  # fmt: skip
   run_section = run_lines(
