@@ -4,10 +4,11 @@ This file is kept short on purpose: the logic lives in `catdog_jax`, where
 tests and notebooks can import it.
 
   python main.py --config=configs/base.py --workdir=DIR \
-    --config.data.root=PATH          # train, evaluate, checkpoint
+    [--config.data.root=PATH]        # train, evaluate, checkpoint
+  (no data.root: Microsoft's PetImages, downloaded the first time)
   python main.py --mode=summary --config=configs/base.py
   python main.py --mode=audit --config=configs/base.py --workdir=DIR \
-    --config.data.root=PATH          # data_report.json
+    [--config.data.root=PATH]        # data_report.json
   python main.py --mode=predict --workdir=DIR --images=PATH [--output=CSV]
   python main.py --mode=eval --workdir=DIR --images=FOLDER [--output=JSON]
   python main.py --mode=report --workdir=DIR

@@ -9,9 +9,11 @@ downstream (duplicates, splits, batches) is the same for both.
 import os
 import stat
 
+import jax
 import ml_collections
 import numpy as np
 
+from catdog_jax import download
 from catdog_jax import images
 from catdog_jax.classes import CLASS_NAMES
 from catdog_jax.errors import UsageError
@@ -158,9 +160,15 @@ class TfdsSource:
 
 
 def create_source(config: ml_collections.ConfigDict):
-  """The source named by `config.source`: 'folder' or 'tfds'."""
+  """The source named by `config.source`: 'folder' or 'tfds'.
+
+  A folder source with no `config.root` reads Microsoft's PetImages,
+  fetched into `config.download_dir` the first time.
+  """
   if config.source == 'folder':
-    return FolderSource(config.root)
+    if config.root:
+      return FolderSource(config.root)
+    return FolderSource(download.fetch_petimages(config, jax.process_index()))
   if config.source == 'tfds':
     return TfdsSource(config.name, config.tfds_split, config.tfds_data_dir)
   raise UsageError(

@@ -42,8 +42,6 @@ MIN_IMAGE_SIZE = 16
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
-  if config.data.source == 'folder' and not config.data.root:
-    raise UsageError('set the data folder: --config.data.root=PATH')
   if config.batch_size < 1:
     raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
   if config.data.image_size < MIN_IMAGE_SIZE:

@@ -49,6 +49,7 @@ RESUMABLE_CHANGES = frozenset(
     'data.prefetch_batches',
     'data.device_prefetch',
     'data.cache',
+    'data.download_dir',
   }
 )
 # Off values that earlier versions wrote as None.

@@ -1,6 +1,6 @@
 """The seed's recipe: its CNN at 255x255, Adam at a constant 1e-3, batch 32.
 
-Command:
+Command (without data.root: Microsoft's PetImages, downloaded once):
   python main.py --config=configs/base.py --workdir=/tmp/base \
     --config.data.root=../shared/data/kaggle200
 
@@ -50,6 +50,17 @@ def get_config() -> ml_collections.ConfigDict:
   # data.name (split data.tfds_split, carved into train/val/test).
   config.data.source = 'folder'
   config.data.root = config_dict.placeholder(str)
+  # A folder source with no data.root reads Microsoft's PetImages archive
+  # (the file TFDS's cats_vs_dogs downloads, 787 MiB), fetched once into
+  # data.download_dir (unset: $CATDOG_JAX_DATA, else ~/.cache/catdog_jax).
+  config.data.download_dir = config_dict.placeholder(str)
+  config.data.download_url = (
+    'https://download.microsoft.com/download/3/E/1/'
+    '3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip'
+  )
+  config.data.download_sha256 = (
+    'b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9'
+  )
   config.data.name = 'cats_vs_dogs'
   config.data.tfds_split = 'train'
   config.data.tfds_data_dir = config_dict.placeholder(str)

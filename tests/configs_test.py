@@ -32,7 +32,12 @@ SWITCHES_OFF = {
   'optimizer.grad_clip_norm': 0.0,
 }
 # Optional settings, not switches: None means "not given".
-OPTIONAL = {'num_train_steps', 'data.root', 'data.tfds_data_dir'}
+OPTIONAL = {
+  'num_train_steps',
+  'data.root',
+  'data.tfds_data_dir',
+  'data.download_dir',
+}
 SCREEN_LINES = 24
 
 

@@ -59,7 +59,6 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
 @pytest.mark.parametrize(
   'override, message',
   [
-    ({'data__root': None}, 'set the data folder'),
     ({'batch_size': 0}, 'batch_size must be at least 1'),
     ({'data__image_size': 8}, 'image_size must be at least 16'),
     ({'model__name': 'vgg'}, "unknown model.name 'vgg'; known: seed_cnn"),
