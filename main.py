@@ -28,6 +28,7 @@ from catdog_jax import audit
 from catdog_jax import distributed
 from catdog_jax import models
 from catdog_jax import predict
+from catdog_jax import probe
 from catdog_jax import train
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import CatdogError
@@ -99,7 +100,9 @@ def run_train():
       ).items()
     ],
   }
-  train.train_and_evaluate(required_config(), FLAGS.workdir, provenance)
+  config = required_config()
+  run = probe.probe_and_evaluate if config.probe else train.train_and_evaluate
+  run(config, FLAGS.workdir, provenance)
 
 
 def run_audit():

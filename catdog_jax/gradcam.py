@@ -20,10 +20,12 @@ from catdog_jax import models
 POOLING_LAYERS = ('MaxPool2x2', 'GlobalAvgPool')
 
 
-def last_pooling_layer(model: nn.Module, image_size: int) -> str:
-  """Name of the model's last pooling layer (MaxPool2x2 or GlobalAvgPool)."""
+def last_pooling_layer(model: nn.Module, image_size: int) -> str | None:
+  """Name of the model's last pooling layer (MaxPool2x2 or GlobalAvgPool),
+  None if it has none (a ViT)."""
   rows = models.summarize(model, image_size)
-  return [name for name, kind, _, _ in rows if kind in POOLING_LAYERS][-1]
+  names = [name for name, kind, _, _ in rows if kind in POOLING_LAYERS]
+  return names[-1] if names else None
 
 
 def _forward(apply_fn, variables, images_bhwc, layer, delta):

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from catdog_jax import backbones
+from catdog_jax.backbones import GlobalAvgPool
 from catdog_jax.errors import UsageError
 
 
@@ -43,14 +45,6 @@ class Flatten(nn.Module):
   @nn.compact
   def __call__(self, x):
     return x.reshape((x.shape[0], -1))
-
-
-class GlobalAvgPool(nn.Module):
-  """Mean over the spatial axes (Keras `GlobalAveragePooling2D`)."""
-
-  @nn.compact
-  def __call__(self, x):
-    return x.mean(axis=(1, 2))
 
 
 def _conv(features, kernel, dtype, name=None, **kwargs):
@@ -236,7 +230,18 @@ class MiniXception(nn.Module):
     return x[:, 0].astype(jnp.float32)
 
 
-MODELS = {'seed_cnn': SeedCNN, 'resnet': ResNet, 'mini_xception': MiniXception}
+MODELS = {
+  'seed_cnn': SeedCNN,
+  'resnet': ResNet,
+  'mini_xception': MiniXception,
+  'resnet50': backbones.ResNet50,
+  'vit': backbones.ViT,
+}
+# Fields of the `model` group that say what to load, not what to build
+# (pretrained.py).
+LOADING_FIELDS = frozenset({'init_from', 'init_sha256', 'dont_load'})
+# Set from config.freeze, not in the model group.
+_FROM_TRAINING = frozenset({'frozen', 'dtype'})
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -257,17 +262,35 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
   """Fields of a `model` config that its model (`config.name`) lacks."""
   known = {field.name for field in dataclasses.fields(MODELS[config.name])}
-  return sorted(set(config.keys()) - known - {'name'})
+  known = (known - _FROM_TRAINING) | LOADING_FIELDS | {'name'}
+  return sorted(set(config.keys()) - known)
 
 
-def create_model(config: ml_collections.ConfigDict, dtype=jnp.float32):
-  """Builds `config.name` with the remaining fields of `config` as arguments.
+def can_freeze(config: ml_collections.ConfigDict) -> bool:
+  """Whether the model takes config.freeze (its BatchNorm layers freeze)."""
+  fields = dataclasses.fields(MODELS[config.name])
+  return any(field.name == 'frozen' for field in fields)
+
+
+def create_model(
+  config: ml_collections.ConfigDict, dtype=jnp.float32, frozen: str = ''
+):
+  """Builds `config.name` with the model fields of `config` as arguments.
+
+  Args:
+    config: the `model` group.
+    dtype: the computation dtype.
+    frozen: config.freeze, for models that can freeze (`can_freeze`).
 
   Raises:
     UsageError: on an unknown model name or field.
   """
   check_config(config)
-  kwargs = {k: v for k, v in config.items() if k != 'name'}
+  kwargs = {
+    k: v for k, v in config.items() if k not in LOADING_FIELDS | {'name'}
+  }
+  if frozen:
+    kwargs['frozen'] = frozen
   return MODELS[config.name](dtype=dtype, **kwargs)
 
 

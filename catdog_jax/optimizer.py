@@ -1,10 +1,13 @@
 """The optimizer: optax transformations, learning-rate schedules, decay mask.
 
-Built from the `optimizer` config alone; the trainer asks for it once, with
-the run's length, which sets the schedule.
+Built from the `optimizer` config and config.freeze; the trainer asks for it
+once, with the run's length, which sets the schedule.
 """
 
+import re
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -40,6 +43,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       'optimizer adam has no weight decay: use optimizer.name=adamw'
     )
+  for regex, multiplier in config.lr_multipliers:
+    _check_regex(regex, 'optimizer.lr_multipliers')
+    if multiplier < 0:
+      raise UsageError(
+        f'optimizer.lr_multipliers: {multiplier} for {regex!r} is negative'
+      )
   if config.grad_clip_norm < 0:
     raise UsageError(
       f'optimizer.grad_clip_norm must be >= 0 (0: no clipping), got '
@@ -64,11 +73,75 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(config: ml_collections.ConfigDict, num_steps: int):
-  """The optax optimizer the `optimizer` config describes."""
+def _check_regex(regex: str, field: str) -> None:
+  try:
+    re.compile(regex)
+  except re.error as e:
+    raise UsageError(f'{field}: {regex!r} is not a regex ({e})') from e
+
+
+def path_string(key_path) -> str:
+  """'layer1_0/conv1/kernel' for a parameter's pytree key path."""
+  return '/'.join(str(getattr(k, 'key', k)) for k in key_path)
+
+
+def update_factor(path: str, lr_multipliers, freeze: str) -> float:
+  """0 for frozen parameters, else the first matching multiplier, else 1."""
+  if freeze and re.search(freeze, path):
+    return 0.0
+  for regex, multiplier in lr_multipliers:
+    if re.search(regex, path):
+      return float(multiplier)
+  return 1.0
+
+
+def scale_by_path(lr_multipliers, freeze: str) -> optax.GradientTransformation:
+  """Multiplies each update by its parameter's `update_factor`: the learning
+  rate (and decoupled weight decay) scaled, frozen ones exactly zero."""
+
+  def scale(key_path, update):
+    factor = update_factor(path_string(key_path), lr_multipliers, freeze)
+    if factor == 1.0:
+      return update
+    return jnp.zeros_like(update) if factor == 0.0 else update * factor
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(scale, updates), state
+
+  return optax.GradientTransformation(
+    lambda params: optax.EmptyState(), update_fn
+  )
+
+
+def stop_frozen_gradients(params, freeze: str):
+  """params with the frozen ones cut from the graph: XLA computes no
+  gradient for them."""
+  if not freeze:
+    return params
+  return jax.tree_util.tree_map_with_path(
+    lambda path, p: (
+      jax.lax.stop_gradient(p) if re.search(freeze, path_string(path)) else p
+    ),
+    params,
+  )
+
+
+def create_optimizer(
+  config: ml_collections.ConfigDict, num_steps: int, freeze: str = ''
+):
+  """The optax optimizer the `optimizer` config describes.
+
+  Args:
+    config: the `optimizer` group.
+    num_steps: the run's length, which sets the schedule.
+    freeze: config.freeze, a regex of parameter paths never updated.
+  """
   tx = OPTIMIZERS[config.name](
     learning_rate_schedule(config, num_steps), config, decay_mask
   )
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if config.lr_multipliers or freeze:
+    tx = optax.chain(tx, scale_by_path(config.lr_multipliers, freeze))
   return tx

@@ -9,6 +9,7 @@ import csv
 import os
 
 import numpy as np
+from absl import logging
 
 from catdog_jax import checkpointing
 from catdog_jax import classes
@@ -219,9 +220,12 @@ def draw_plots(workdir, config, state, source, records) -> list[str]:
   confident = np.argsort(-np.abs(logits))
   chosen = [i for i in confident if right[i]][:4]
   chosen += [i for i in worst if not right[i]][:4]
-  batch = load_images(source, [keys[i] for i in chosen], size)
   model = models.create_model(config.model)
   layer = gradcam.last_pooling_layer(model, size)
+  if layer is None:  # A ViT: no feature map before a pooling layer.
+    logging.info('No Grad-CAM: the model has no pooling layer.')
+    return names
+  batch = load_images(source, [keys[i] for i in chosen], size)
   heatmaps = gradcam.gradcam(
     state.apply_fn, evaluate.eval_variables(state), batch, layer
   )
@@ -256,6 +260,14 @@ def write_run_report(workdir, config, state, source, step) -> str:
     val_accuracy,
     checkpointing.inference_step(workdir),
   )
+  if config.model.get('init_from'):
+    run_section.append(
+      f'- Initialised from `{config.model.init_from}` (sha256 '
+      f'`{config.model.init_sha256}`); fresh: '
+      f'{", ".join(f"`{r}`" for r in config.model.dont_load) or "nothing"}.'
+    )
+  if config.get('freeze'):
+    run_section.append(f'- Frozen parameters: `{config.freeze}`.')
   text = render_report(
     workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
     metrics_lib.classification_report(labels, logits),

@@ -37,7 +37,9 @@ def create_train_state(
   `num_steps` sets the learning-rate schedule's length; it does not change
   any array's shape, so restoring for inference may pass any value.
   """
-  model = models.create_model(config.model, dtype=jnp.dtype(config.dtype))
+  model = models.create_model(
+    config.model, jnp.dtype(config.dtype), config.freeze
+  )
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.float32)
   variables = model.init(rng, images)
@@ -45,7 +47,7 @@ def create_train_state(
   return TrainState.create(
     apply_fn=model.apply,
     params=params,
-    tx=optimizer.create_optimizer(config.optimizer, num_steps),
+    tx=optimizer.create_optimizer(config.optimizer, num_steps, config.freeze),
     batch_stats=variables.get('batch_stats', {}),
     ema_params=params if config.ema_decay else None,
   )

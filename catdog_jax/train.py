@@ -28,6 +28,7 @@ from catdog_jax import mesh
 from catdog_jax import metric_writers
 from catdog_jax import models
 from catdog_jax import optimizer
+from catdog_jax import pretrained
 from catdog_jax import report
 from catdog_jax import state as state_lib
 from catdog_jax import workdir as workdir_lib
@@ -42,6 +43,11 @@ MIN_IMAGE_SIZE = 16
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
+  if config.freeze and not models.can_freeze(config.model):
+    raise UsageError(
+      f'config.freeze: model {config.model.name!r} cannot freeze its '
+      'BatchNorm statistics; freezing works with resnet50 and vit'
+    )
   if config.batch_size < 1:
     raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
   if config.data.image_size < MIN_IMAGE_SIZE:
@@ -155,6 +161,7 @@ def train_step(
   has_batch_stats = bool(state.batch_stats)
 
   def loss_fn(params):
+    params = optimizer.stop_frozen_gradients(params, config.freeze)
     variables = {'params': params}
     if has_batch_stats:
       variables['batch_stats'] = state.batch_stats
@@ -255,6 +262,7 @@ def train_and_evaluate(
   check_config(config)
   is_chief = jax.process_index() == 0
   workdir = os.path.abspath(workdir)
+  config, init_path = pretrained.checked_config(config)
   workdir_lib.check_same_run(workdir, config.to_dict())
   os.makedirs(workdir, exist_ok=True)
 
@@ -314,6 +322,8 @@ def train_and_evaluate(
   if restored:
     logging.info('Resuming from checkpoint %d.', restored[0])
     state = restored[1]
+  elif init_path:
+    state = pretrained.load_into_state(state, config.model, init_path)
   start_step = int(state.step)
 
   writer = metric_writers.create_default_writer(

@@ -50,6 +50,9 @@ RESUMABLE_CHANGES = frozenset(
     'data.device_prefetch',
     'data.cache',
     'data.download_dir',
+    # What a fresh run loads; a resumed one restores its checkpoint instead.
+    'model.init_from',
+    'model.init_sha256',
   }
 )
 # Off values that earlier versions wrote as None.

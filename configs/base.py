@@ -40,6 +40,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_decay = 0.0
   # Test-time augmentation: average the logits of each image and its mirror.
   config.eval_flip = False
+  # A regex of parameter paths ('layer1_0/conv1/kernel') that never train;
+  # BatchNorm layers whose scale it matches keep their running statistics
+  # (resnet50 and vit only). '': everything trains.
+  config.freeze = ''
+  # Linear probe (catdog_jax/probe.py): no training steps; the frozen
+  # pretrained backbone's features, computed once, and a fitted head.
+  config.probe = False
   # Progressive resizing: training runs at each of these image sizes (each
   # at most data.image_size) for an equal share of the steps, in order;
   # empty: at data.image_size throughout. Evaluation is at data.image_size.
@@ -110,4 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9
   # Clipping by global norm (0: none).
   config.optimizer.grad_clip_norm = 0.0
+  # ((regex, multiplier), ...): the learning rate of the parameters whose
+  # path first matches a regex, scaled (empty: one rate for all).
+  config.optimizer.lr_multipliers = ()
   return config

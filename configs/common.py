@@ -40,3 +40,20 @@ def resnet(
       'stem_strides': stem_strides,
     }
   )
+
+
+def pretrained(
+  name: str, init_from: str, **fields
+) -> ml_collections.ConfigDict:
+  """A `model` config for a backbone of backbones.py loading `init_from`
+  (a file or hf-hub:timm/NAME), its head fresh."""
+  return ml_collections.ConfigDict(
+    {
+      'name': name,
+      **fields,
+      'init_from': init_from,
+      # Filled with the file's sha256 when a run starts; set it to pin one.
+      'init_sha256': '',
+      'dont_load': ('^logit/',),
+    }
+  )

@@ -12,7 +12,16 @@ from catdog_jax import train
 from catdog_jax import workdir
 from configs import base
 
-CONFIGS = ('base', 'fast_cpu', 'gpu', 'seed_cnn_tuned', 'tpu')
+CONFIGS = (
+  'base',
+  'fast_cpu',
+  'gpu',
+  'seed_cnn_tuned',
+  'tpu',
+  'finetune_resnet50',
+  'finetune_vit',
+  'probe_resnet50',
+)
 # Each switch of the recipes and the value that turns it off; base.py (the
 # seed's recipe) has every one of them off.
 SWITCHES_OFF = {
@@ -30,6 +39,9 @@ SWITCHES_OFF = {
   'optimizer.warmup_steps': 0,
   'optimizer.weight_decay': 0.0,
   'optimizer.grad_clip_norm': 0.0,
+  'optimizer.lr_multipliers': (),
+  'freeze': '',
+  'probe': False,
 }
 # Optional settings, not switches: None means "not given".
 OPTIONAL = {

@@ -1,0 +1,193 @@
+"""Linear probe: the CPU route to a pretrained backbone's accuracy.
+
+The frozen backbone (config.model.init_from) runs once over each split; its
+pooled features are cached in the workdir; a logistic-regression head is
+fitted on them in seconds (config.probe). The head is written into the
+model's own `logit` layer and saved as a checkpoint, so predict, eval and
+the report use the whole model as after any training run.
+"""
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from catdog_jax import checkpointing
+from catdog_jax import dataset
+from catdog_jax import evaluate
+from catdog_jax import input_pipeline
+from catdog_jax import pretrained
+from catdog_jax import report
+from catdog_jax import state as state_lib
+from catdog_jax import train
+from catdog_jax import workdir as workdir_lib
+from catdog_jax.errors import UsageError
+
+FEATURES = 'features_{}.npz'
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  if not config.model.get('init_from'):
+    raise UsageError('config.probe needs pretrained weights: model.init_from')
+  if jax.process_count() > 1:
+    raise UsageError('config.probe runs on one process: its work is a few '
+                     'forward passes and a head fitted in seconds')  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames='apply_fn')
+def _features(apply_fn, variables, images):
+  images = evaluate.preprocess(images)
+  return apply_fn(variables, images, features_only=True)
+
+
+def extract_features(state, examples, source, config) -> np.ndarray:
+  """The backbone's pooled features of `examples`, in order: [N, D]."""
+  variables = evaluate.eval_variables(state)
+  features, done, started = [], 0, time.time()
+  for batch in input_pipeline.eval_batches(
+    examples, source, config.data, batch_size=config.batch_size
+  ):
+    out = _features(state.apply_fn, variables, batch['image'])
+    features.append(np.asarray(out)[batch['mask']])
+    done += int(batch['mask'].sum())
+    if len(features) % evaluate.PROGRESS_EVERY_BATCHES == 0:
+      logging.info('Features of %d of %d images (%.1f images/s).', done,
+                   len(examples), done / (time.time() - started))  # fmt: skip
+  return np.concatenate(features) if features else np.zeros((0, 0))
+
+
+def cached_features(workdir, split, examples, state, source, config):
+  """extract_features, read from the workdir when computed before for the
+  same images, image size and checkpoint file."""
+  path = os.path.join(workdir, FEATURES.format(split))
+  keys = np.array([e.key for e in examples], dtype=str)
+  stamp = np.array([config.model.init_sha256, str(config.data.image_size)])
+  if os.path.exists(path):
+    with np.load(path, allow_pickle=False) as cached:
+      if np.array_equal(cached['keys'], keys) and np.array_equal(
+        cached['stamp'], stamp
+      ):
+        logging.info('Read the %s features from %s.', split, path)
+        return cached['features']
+  started = time.time()
+  features = extract_features(state, examples, source, config)
+  logging.info('%s features: %d images in %.1f s.', split, len(examples),
+               time.time() - started)  # fmt: skip
+  temp = path + '.tmp.npz'
+  np.savez(temp, keys=keys, stamp=stamp, features=features)
+  os.replace(temp, path)
+  return features
+
+
+def fit_head(features, labels, config, steps: int = 1000):
+  """Logistic regression on standardised features, folded back into a
+  kernel and bias over the raw ones: (kernel [D, 1], bias [1]).
+
+  Full-batch Adam at config.optimizer.learning_rate, an L2 penalty of
+  config.optimizer.weight_decay, the config's label smoothing.
+  """
+  x = jnp.asarray(features, jnp.float32)
+  mean, std = x.mean(0), x.std(0) + 1e-6
+  x = (x - mean) / std
+  targets = jnp.asarray(labels, jnp.float32)
+  smoothing = config.label_smoothing
+  targets = targets * (1 - smoothing) + 0.5 * smoothing
+  decay = config.optimizer.weight_decay
+
+  def loss_fn(params):
+    logits = x @ params['w'] + params['b']
+    loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+    return loss + 0.5 * decay * jnp.sum(params['w'] ** 2)
+
+  tx = optax.adam(config.optimizer.learning_rate)
+
+  def step(carry, _):
+    params, opt_state = carry
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  params = {'w': jnp.zeros(x.shape[1]), 'b': jnp.zeros(())}
+  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, steps)
+  kernel = params['w'] / std
+  bias = params['b'] - jnp.sum(params['w'] * mean / std)
+  return np.asarray(kernel)[:, None], np.asarray(bias)[None]
+
+
+def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
+  """Features, head, checkpoint, metrics and report, in `workdir`.
+
+  Returns:
+    The train state with the fitted head.
+  """
+  started = time.time()
+  train.check_config(config)
+  check_config(config)
+  workdir = os.path.abspath(workdir)
+  config, init_path = pretrained.checked_config(config)
+  workdir_lib.check_same_run(workdir, config.to_dict())
+  os.makedirs(workdir, exist_ok=True)
+  cache = os.path.join(workdir, dataset.CACHE_FILENAME)
+  source, splits, data_report = dataset.load_splits(config.data, cache)
+
+  state = jax.jit(
+    functools.partial(state_lib.create_train_state, config=config, num_steps=1)
+  )(jax.random.key(config.seed))
+  state = pretrained.load_into_state(state, config.model, init_path)
+  features = {
+    split: cached_features(workdir, split, examples, state, source, config)
+    for split, examples in splits.items()
+  }
+  labels = {
+    split: np.array([e.label for e in examples])
+    for split, examples in splits.items()
+  }
+  started_fit = time.time()
+  kernel, bias = fit_head(features['train'], labels['train'], config)
+  logging.info('Fitted the head in %.1f s.', time.time() - started_fit)
+  params = dict(state.params)
+  params['logit'] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
+  state = state.replace(
+    params=params, ema_params=None if state.ema_params is None else params
+  )
+
+  results = {}
+  for split in ('val', 'test'):
+    logits = (features[split] @ kernel + bias)[:, 0].astype(np.float64)
+    predictions = evaluate.Predictions(splits[split], labels[split], logits)
+    results[split] = (predictions.metrics(), predictions)
+  step = 1
+  manager = checkpointing.create_checkpoint_manager(
+    workdir, config.checkpoints_to_keep
+  )
+  manager.save(
+    step,
+    args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+    metrics={checkpointing.BEST_METRIC: results['val'][0]['accuracy']},
+  )
+  manager.wait_until_finished()
+
+  write = workdir_lib.write_json
+  write(workdir_lib.path(workdir, workdir_lib.CONFIG), config.to_dict())
+  write(workdir_lib.path(workdir, workdir_lib.DATA_REPORT), data_report)
+  write(workdir_lib.path(workdir, workdir_lib.EVAL_VAL), results['val'][0])
+  test_metrics, predictions = results['test']
+  write(
+    workdir_lib.path(workdir, workdir_lib.EVAL_TEST),
+    test_metrics | {'step': step},
+  )
+  write(
+    workdir_lib.path(workdir, workdir_lib.RUN),
+    train.run_record(provenance, started, 0),
+  )
+  report.write_predictions(workdir, predictions)
+  path = report.write_run_report(workdir, config, state, source, step)
+  logging.info('Test:\n%s\nReport: %s', predictions.report(), path)
+  return state

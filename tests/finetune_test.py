@@ -1,0 +1,186 @@
+"""Fine-tuning and probing a pretrained checkpoint, end to end.
+
+A small ResNet-50 (one bottleneck per stage) from the PyTorch reference,
+scrambled and saved as timm would, is the pretrained checkpoint; the runs
+are tiny (32 px, a few steps) but go through main's code paths.
+"""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from catdog_jax import predict
+from catdog_jax import pretrained
+from catdog_jax import probe
+from catdog_jax import state as state_lib
+from catdog_jax import train
+from configs import finetune_resnet50
+from configs import probe_resnet50
+from tests import faults_test
+
+torch = pytest.importorskip('torch')
+safetensors_torch = pytest.importorskip('safetensors.torch')
+from tests import torch_reference  # noqa: E402 - needs torch.
+
+TINY = {
+  'model.stage_sizes': (1, 1, 1, 1),
+  'data.image_size': 32,
+  'data.val_fraction': 0.2,
+  'data.test_fraction': 0.2,
+  'data.num_workers': 2,
+  'data.cache': False,
+  'batch_size': 8,
+  'num_train_steps': 6,
+  'log_every_steps': 3,
+  'eval_every_steps': 3,
+  'checkpoint_every_steps': 3,
+  'optimizer.warmup_steps': 2,
+}
+FROZEN = '^(?!logit/)'  # Everything but the head.
+
+
+@pytest.fixture(scope='module')
+def checkpoint_file(tmp_path_factory) -> str:
+  model = torch_reference.ResNet50(num_classes=1000, stage_sizes=(1, 1, 1, 1))
+  torch_reference.scramble(model, seed=4)
+  path = tmp_path_factory.mktemp('r50') / 'small_resnet50.safetensors'
+  state = {k: v.contiguous() for k, v in model.state_dict().items()}
+  safetensors_torch.save_file(state, str(path))
+  return str(path)
+
+
+def tiny(module, root, init_from, **overrides):
+  config = module.get_config()
+  config.update_from_flattened_dict(TINY)
+  config.data.root = root
+  config.model.init_from = init_from
+  config.update_from_flattened_dict(
+    {k.replace('__', '.'): v for k, v in overrides.items()}
+  )
+  return config
+
+
+def flat(tree) -> dict:
+  return pretrained.flatten(jax.device_get(tree))
+
+
+def test_frozen_backbone_and_statistics_stay_bit_identical(
+  folder_dataset, checkpoint_file, tmp_path
+):
+  config = tiny(finetune_resnet50, folder_dataset, checkpoint_file,
+                freeze=FROZEN)  # fmt: skip
+  state = train.train_and_evaluate(config, tmp_path)
+  init_rng, _ = jax.random.split(jax.random.key(config.seed))
+  fresh = state_lib.create_train_state(init_rng, config, num_steps=1)
+  loaded = pretrained.load_variables(
+    config.model,
+    {'params': fresh.params, 'batch_stats': fresh.batch_stats},
+    checkpoint_file,
+  )
+  params, loaded_params = flat(state.params), flat(loaded['params'])
+  for path, value in params.items():
+    if path.startswith('logit/'):
+      assert not np.array_equal(value, flat(fresh.params)[path]), path
+    else:
+      np.testing.assert_array_equal(value, loaded_params[path], err_msg=path)
+  for path, value in flat(state.batch_stats).items():
+    np.testing.assert_array_equal(
+      value, flat(loaded['batch_stats'])[path], err_msg=path
+    )
+  with open(tmp_path / 'config.json') as f:
+    saved = json.load(f)['model']
+  assert saved['init_sha256'] == pretrained.file_sha256(checkpoint_file)
+  with open(tmp_path / 'report.md') as f:
+    assert saved['init_sha256'] in f.read()
+
+
+def test_full_fine_tuning_moves_the_backbone_and_its_statistics(
+  folder_dataset, checkpoint_file, tmp_path
+):
+  config = tiny(finetune_resnet50, folder_dataset, checkpoint_file)
+  state = train.train_and_evaluate(config, tmp_path)
+  fresh = {'params': state.params, 'batch_stats': state.batch_stats}
+  loaded = pretrained.load_variables(config.model, fresh, checkpoint_file)
+  trained, start = flat(state.params), flat(loaded['params'])
+  assert not np.array_equal(trained['conv1/kernel'], start['conv1/kernel'])
+  assert not np.array_equal(
+    flat(state.batch_stats)['bn1/mean'], flat(loaded['batch_stats'])['bn1/mean']
+  )
+
+
+def test_probe_fits_a_head_that_the_whole_model_predicts_with(
+  folder_dataset, checkpoint_file, tmp_path
+):
+  config = tiny(probe_resnet50, folder_dataset, checkpoint_file)
+  probe.probe_and_evaluate(config, tmp_path)
+  with open(tmp_path / 'eval_test.json') as f:
+    test_metrics = json.load(f)
+  assert test_metrics['num_examples'] > 0 and 'accuracy' in test_metrics
+  assert os.path.exists(tmp_path / 'report.md')
+
+  # predict restores the checkpoint and runs the whole model on the images:
+  # the same logits as the head on the cached features.
+  predictor = predict.Predictor(str(tmp_path))
+  source, splits, _ = predict.dataset.load_splits(predictor.config.data, None)
+  whole_model = predictor.predict(splits['test'], source).logits
+  with np.load(tmp_path / 'features_test.npz') as cached:
+    features = cached['features']
+  params = predictor.state.params['logit']
+  from_features = features @ np.asarray(params['kernel']) + params['bias']
+  np.testing.assert_allclose(whole_model, from_features[:, 0], rtol=1e-4,
+                             atol=1e-4)  # fmt: skip
+  # A second run reads the features instead of computing them.
+  mtime = os.path.getmtime(tmp_path / 'features_train.npz')
+  probe.probe_and_evaluate(config, tmp_path)
+  assert os.path.getmtime(tmp_path / 'features_train.npz') == mtime
+
+
+def test_probe_needs_pretrained_weights(folder_dataset, tmp_path):
+  config = tiny(probe_resnet50, folder_dataset, None)
+  with pytest.raises(probe.UsageError, match='needs pretrained weights'):
+    probe.probe_and_evaluate(config, tmp_path)
+
+
+def test_freeze_needs_a_model_that_can_freeze(folder_dataset, tmp_path):
+  config = tiny(finetune_resnet50, folder_dataset, None)
+  config.model = train.ml_collections.ConfigDict({'name': 'resnet'})
+  config.freeze = FROZEN
+  with pytest.raises(train.UsageError, match='cannot freeze'):
+    train.check_config(config)
+
+
+def finetune_flags(root, init_from, **overrides):
+  # Long enough for the kill to land after the first checkpoint (step 50).
+  settings = {**TINY, **faults_test.LONG_RUN, 'num_train_steps': 150,
+              'data.root': root, 'model.init_from': init_from,
+              'freeze': '^layer1', **overrides}  # fmt: skip
+  return ['--config=configs/finetune_resnet50.py'] + [
+    f'--config.{key}={value}' for key, value in settings.items()
+  ]
+
+
+@pytest.mark.slow
+def test_a_killed_fine_tune_resumes_exactly(
+  folder_dataset, checkpoint_file, tmp_path
+):
+  flags = finetune_flags(folder_dataset, checkpoint_file)
+  straight = tmp_path / 'straight'
+  result = faults_test.run_main(flags, straight)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  killed = tmp_path / 'killed'
+  returncode, _ = faults_test.start_and_kill_after_first_checkpoint(
+    flags, str(killed), signal.SIGKILL
+  )
+  assert returncode == -signal.SIGKILL
+  relaunched = faults_test.run_main(flags, killed)
+  assert relaunched.returncode == 0, relaunched.stderr[-3000:]
+  assert 'Resuming from checkpoint' in relaunched.stderr
+  expected = faults_test.read_json(straight, 'eval_test.json')['log_loss']
+  assert faults_test.read_json(killed, 'eval_test.json')[
+    'log_loss'
+  ] == pytest.approx(expected, rel=1e-5, abs=1e-7)
