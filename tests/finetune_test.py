@@ -155,7 +155,7 @@ def test_freeze_needs_a_model_that_can_freeze(folder_dataset, tmp_path):
 
 def finetune_flags(root, init_from, **overrides):
   # Long enough for the kill to land after the first checkpoint (step 50).
-  settings = {**TINY, **faults_test.LONG_RUN, 'num_train_steps': 150,
+  settings = {**TINY, **faults_test.LONG_RUN, 'num_train_steps': 100,
               'data.root': root, 'model.init_from': init_from,
               'freeze': '^layer1', **overrides}  # fmt: skip
   return ['--config=configs/finetune_resnet50.py'] + [
