@@ -44,7 +44,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       'optimizer adam has no weight decay: use optimizer.name=adamw'
     )
   for regex, multiplier in config.lr_multipliers:
-    _check_regex(regex, 'optimizer.lr_multipliers')
+    check_regex(regex, 'optimizer.lr_multipliers')
     if multiplier < 0:
       raise UsageError(
         f'optimizer.lr_multipliers: {multiplier} for {regex!r} is negative'
@@ -73,7 +73,8 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _check_regex(regex: str, field: str) -> None:
+def check_regex(regex: str, field: str) -> None:
+  """Raises UsageError naming `field` unless `regex` compiles."""
   try:
     re.compile(regex)
   except re.error as e:

@@ -43,6 +43,7 @@ MIN_IMAGE_SIZE = 16
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
+  optimizer.check_regex(config.freeze, 'freeze')
   if config.freeze and not models.can_freeze(config.model):
     raise UsageError(
       f'config.freeze: model {config.model.name!r} cannot freeze its '

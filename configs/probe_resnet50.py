@@ -9,7 +9,9 @@ No training steps: the frozen backbone runs once over every split at 224 px
 on the 2,048 pooled features (1,000 full-batch Adam steps, L2 1e-3).
 
 Measured 2026-11-25, 2-core Intel Xeon VM (CPU only), random weights of the
-same shapes: THROUGHPUT_PROBE.
+same shapes: features
+19.0 images/s (kaggle200's 20,000 photos: about 18 min, once), the head's
+fit on 16,000 x 2,048 features 10 s.
 Accuracy: not measured here (no network to fetch the weights). Anchors:
 README, "Pretrained backbones".
 """

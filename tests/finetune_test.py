@@ -68,6 +68,7 @@ def flat(tree) -> dict:
   return pretrained.flatten(jax.device_get(tree))
 
 
+@pytest.mark.slow
 def test_frozen_backbone_and_statistics_stay_bit_identical(
   folder_dataset, checkpoint_file, tmp_path
 ):
@@ -98,6 +99,7 @@ def test_frozen_backbone_and_statistics_stay_bit_identical(
     assert saved['init_sha256'] in f.read()
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_moves_the_backbone_and_its_statistics(
   folder_dataset, checkpoint_file, tmp_path
 ):
@@ -112,6 +114,7 @@ def test_full_fine_tuning_moves_the_backbone_and_its_statistics(
   )
 
 
+@pytest.mark.slow
 def test_probe_fits_a_head_that_the_whole_model_predicts_with(
   folder_dataset, checkpoint_file, tmp_path
 ):

@@ -1,5 +1,6 @@
 """Tests for catdog_jax.optimizer: schedules, the decay mask, clipping."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -47,4 +48,47 @@ def test_negative_clip_norm_is_refused():
   config = conftest.tiny_config('/data').optimizer
   config.grad_clip_norm = -1.0
   with pytest.raises(UsageError, match='grad_clip_norm must be >= 0'):
+    optimizer.check_config(config)
+
+
+def test_learning_rate_multipliers_and_freezing_scale_each_update():
+  config = conftest.base.get_config().optimizer
+  config.name, config.learning_rate = 'sgd', 0.1
+  config.momentum = 0.0
+  config.lr_multipliers = (('^logit/', 10.0), ('^layer', 0.5))
+  params = {
+    'logit': {'kernel': jnp.ones((2, 1))},
+    'layer1_0': {'conv1': {'kernel': jnp.ones((3,))}},
+    'layer1_1': {'bn1': {'scale': jnp.ones((3,))}},
+    'conv1': {'kernel': jnp.ones((3,))},
+  }
+  tx = optimizer.create_optimizer(config, 10, freeze='bn1/')
+  grads = jax.tree.map(jnp.ones_like, params)
+  grads['layer1_1']['bn1']['scale'] = jnp.full((3,), jnp.nan)  # Still zero.
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert updates['logit']['kernel'][0, 0] == pytest.approx(-1.0)
+  assert updates['layer1_0']['conv1']['kernel'][0] == pytest.approx(-0.05)
+  assert updates['conv1']['kernel'][0] == pytest.approx(-0.1)
+  np.testing.assert_array_equal(updates['layer1_1']['bn1']['scale'], 0.0)
+
+
+def test_frozen_parameters_get_no_gradient():
+  params = {'a': jnp.ones(3), 'b': jnp.ones(3)}
+  grads = jax.grad(
+    lambda p: sum(
+      jnp.sum(x**2)
+      for x in jax.tree.leaves(optimizer.stop_frozen_gradients(p, '^a'))
+    )
+  )(params)
+  np.testing.assert_array_equal(grads['a'], 0.0)
+  np.testing.assert_array_equal(grads['b'], 2.0)
+
+
+def test_bad_multiplier_settings_are_refused():
+  config = conftest.base.get_config().optimizer
+  config.lr_multipliers = (('[', 2.0),)
+  with pytest.raises(UsageError, match="optimizer.lr_multipliers: '\\[' is"):
+    optimizer.check_config(config)
+  config.lr_multipliers = (('x', -1.0),)
+  with pytest.raises(UsageError, match='is negative'):
     optimizer.check_config(config)
