@@ -7,7 +7,7 @@ are tiny (32 px, a few steps) but go through main's code paths.
 
 import json
 import os
-import signal
+import shutil
 
 import jax
 import numpy as np
@@ -20,7 +20,6 @@ from catdog_jax import state as state_lib
 from catdog_jax import train
 from configs import finetune_resnet50
 from configs import probe_resnet50
-from tests import faults_test
 
 torch = pytest.importorskip('torch')
 safetensors_torch = pytest.importorskip('safetensors.torch')
@@ -100,18 +99,35 @@ def test_frozen_backbone_and_statistics_stay_bit_identical(
 
 
 @pytest.mark.slow
-def test_full_fine_tuning_moves_the_backbone_and_its_statistics(
+def test_fine_tuning_moves_the_backbone_and_resumes_exactly(
   folder_dataset, checkpoint_file, tmp_path
 ):
-  config = tiny(finetune_resnet50, folder_dataset, checkpoint_file)
+  """Every layer but layer1 trains; a relaunch after a preemption restores
+  the checkpoint (not the pretrained file) and ends as the straight run."""
+  config = tiny(finetune_resnet50, folder_dataset, checkpoint_file,
+                freeze='^layer1_')  # fmt: skip
   state = train.train_and_evaluate(config, tmp_path)
   fresh = {'params': state.params, 'batch_stats': state.batch_stats}
   loaded = pretrained.load_variables(config.model, fresh, checkpoint_file)
   trained, start = flat(state.params), flat(loaded['params'])
   assert not np.array_equal(trained['conv1/kernel'], start['conv1/kernel'])
-  assert not np.array_equal(
-    flat(state.batch_stats)['bn1/mean'], flat(loaded['batch_stats'])['bn1/mean']
+  np.testing.assert_array_equal(
+    trained['layer1_0/conv1/kernel'], start['layer1_0/conv1/kernel']
   )
+  stats, start_stats = flat(state.batch_stats), flat(loaded['batch_stats'])
+  assert not np.array_equal(stats['bn1/mean'], start_stats['bn1/mean'])
+  np.testing.assert_array_equal(
+    stats['layer1_0/bn1/mean'], start_stats['layer1_0/bn1/mean']
+  )
+
+  with open(tmp_path / 'eval_test.json') as f:
+    straight = json.load(f)['log_loss']
+  shutil.rmtree(tmp_path / 'checkpoints' / '6')  # Preempted after step 3.
+  os.remove(tmp_path / 'eval_test.json')
+  resumed = train.train_and_evaluate(config, tmp_path)
+  assert int(resumed.step) == 6
+  with open(tmp_path / 'eval_test.json') as f:
+    assert json.load(f)['log_loss'] == pytest.approx(straight, rel=1e-5)
 
 
 @pytest.mark.slow
@@ -154,36 +170,3 @@ def test_freeze_needs_a_model_that_can_freeze(folder_dataset, tmp_path):
   config.freeze = FROZEN
   with pytest.raises(train.UsageError, match='cannot freeze'):
     train.check_config(config)
-
-
-def finetune_flags(root, init_from, **overrides):
-  # Long enough for the kill to land after the first checkpoint (step 50).
-  settings = {**TINY, **faults_test.LONG_RUN, 'num_train_steps': 100,
-              'data.root': root, 'model.init_from': init_from,
-              'freeze': '^layer1', **overrides}  # fmt: skip
-  return ['--config=configs/finetune_resnet50.py'] + [
-    f'--config.{key}={value}' for key, value in settings.items()
-  ]
-
-
-@pytest.mark.slow
-def test_a_killed_fine_tune_resumes_exactly(
-  folder_dataset, checkpoint_file, tmp_path
-):
-  flags = finetune_flags(folder_dataset, checkpoint_file)
-  straight = tmp_path / 'straight'
-  result = faults_test.run_main(flags, straight)
-  assert result.returncode == 0, result.stderr[-3000:]
-
-  killed = tmp_path / 'killed'
-  returncode, _ = faults_test.start_and_kill_after_first_checkpoint(
-    flags, str(killed), signal.SIGKILL
-  )
-  assert returncode == -signal.SIGKILL
-  relaunched = faults_test.run_main(flags, killed)
-  assert relaunched.returncode == 0, relaunched.stderr[-3000:]
-  assert 'Resuming from checkpoint' in relaunched.stderr
-  expected = faults_test.read_json(straight, 'eval_test.json')['log_loss']
-  assert faults_test.read_json(killed, 'eval_test.json')[
-    'log_loss'
-  ] == pytest.approx(expected, rel=1e-5, abs=1e-7)
