@@ -73,6 +73,19 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+# The whitened stem's kernel (whitening.py), frozen with config.whiten_stem.
+WHITENED_STEM = '^stem/kernel$'
+
+
+def frozen_pattern(config: ml_collections.ConfigDict) -> str:
+  """The regex of parameters that never train: config.freeze, and the
+  whitened stem's kernel when config.whiten_stem."""
+  patterns = [config.freeze] if config.freeze else []
+  if config.whiten_stem:
+    patterns.append(WHITENED_STEM)
+  return '|'.join(f'(?:{p})' for p in patterns)
+
+
 def check_regex(regex: str, field: str) -> None:
   """Raises UsageError naming `field` unless `regex` compiles."""
   try:

@@ -24,13 +24,17 @@ from catdog_jax import sources
 from catdog_jax import state as state_lib
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import UsageError
+from configs import base
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = workdir_lib.path(workdir, workdir_lib.CONFIG)
   if not os.path.exists(path):
     raise UsageError(f'{path} is missing: is {workdir!r} a training workdir?')
-  return ml_collections.ConfigDict(workdir_lib.read_json(path))
+  saved = workdir_lib.read_json(path)
+  return ml_collections.ConfigDict(
+    workdir_lib.with_defaults(saved, base.get_config().to_dict())
+  )
 
 
 def find_images(pattern: str) -> list[str]:

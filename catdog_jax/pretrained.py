@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 
 from catdog_jax import backbones
+from catdog_jax import state as state_lib
 from catdog_jax.errors import UsageError
 
 HUB_PREFIX = 'hf-hub:'
@@ -325,11 +326,8 @@ def load_into_state(state, config: ml_collections.ConfigDict, path: str):
   shardings = jax.tree.map(lambda x: x.sharding, variables)
   merged = load_variables(config, jax.device_get(variables), path)
   merged = jax.device_put(merged, shardings)
-  return state.replace(
-    params=merged['params'],
-    batch_stats=merged['batch_stats'],
-    ema_params=None if state.ema_params is None else merged['params'],
-  )
+  state = state.replace(batch_stats=merged['batch_stats'])
+  return state_lib.with_params(state, merged['params'])
 
 
 def load_variables(config, variables: dict[str, dict], path: str):

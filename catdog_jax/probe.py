@@ -154,9 +154,7 @@ def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
   logging.info('Fitted the head in %.1f s.', time.time() - started_fit)
   params = dict(state.params)
   params['logit'] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
-  state = state.replace(
-    params=params, ema_params=None if state.ema_params is None else params
-  )
+  state = state_lib.with_params(state, params)
 
   results = {}
   for split in ('val', 'test'):

@@ -47,10 +47,24 @@ def create_train_state(
   return TrainState.create(
     apply_fn=model.apply,
     params=params,
-    tx=optimizer.create_optimizer(config.optimizer, num_steps, config.freeze),
+    tx=optimizer.create_optimizer(
+      config.optimizer, num_steps, optimizer.frozen_pattern(config)
+    ),
     batch_stats=variables.get('batch_stats', {}),
     ema_params=params if config.ema_decay else None,
   )
+
+
+def with_params(state: TrainState, params) -> TrainState:
+  """`state` with new params, and the EMA (if kept) restarted from them.
+
+  The EMA gets its own copy: the train step donates both, and one buffer
+  cannot be donated twice.
+  """
+  ema_params = None
+  if state.ema_params is not None:
+    ema_params = jax.tree.map(jnp.copy, params)
+  return state.replace(params=params, ema_params=ema_params)
 
 
 def abstract_state(config: ml_collections.ConfigDict, sharding) -> TrainState:

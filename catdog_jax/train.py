@@ -31,6 +31,7 @@ from catdog_jax import optimizer
 from catdog_jax import pretrained
 from catdog_jax import report
 from catdog_jax import state as state_lib
+from catdog_jax import whitening
 from catdog_jax import workdir as workdir_lib
 from catdog_jax import xla_cpu
 from catdog_jax.errors import UsageError
@@ -44,6 +45,7 @@ MIN_IMAGE_SIZE = 16
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
   optimizer.check_regex(config.freeze, 'freeze')
+  whitening.check_config(config)
   if config.freeze and not models.can_freeze(config.model):
     raise UsageError(
       f'config.freeze: model {config.model.name!r} cannot freeze its '
@@ -162,7 +164,9 @@ def train_step(
   has_batch_stats = bool(state.batch_stats)
 
   def loss_fn(params):
-    params = optimizer.stop_frozen_gradients(params, config.freeze)
+    params = optimizer.stop_frozen_gradients(
+      params, optimizer.frozen_pattern(config)
+    )
     variables = {'params': params}
     if has_batch_stats:
       variables['batch_stats'] = state.batch_stats
@@ -325,6 +329,8 @@ def train_and_evaluate(
     state = restored[1]
   elif init_path:
     state = pretrained.load_into_state(state, config.model, init_path)
+  elif config.whiten_stem:
+    state = whitening.whiten_stem(state, splits['train'], source, config)
   start_step = int(state.step)
 
   writer = metric_writers.create_default_writer(

@@ -63,6 +63,20 @@ _EARLIER_OFF_VALUES = {
 }
 
 
+def with_defaults(saved: dict, defaults: dict) -> dict:
+  """A workdir's saved config with the fields added since it was written
+  taken from `defaults` (base.py: every switch off), so older runs restore.
+  The `model` group is the saved one as it is: its fields follow its model.
+  """
+  merged = dict(saved)
+  for key, value in defaults.items():
+    if key not in merged:
+      merged[key] = value
+    elif isinstance(value, dict) and key != 'model':
+      merged[key] = with_defaults(merged[key], value)
+  return merged
+
+
 def flatten(tree: dict, prefix: str = '') -> dict:
   """{'a': {'b': 1}} -> {'a.b': 1}."""
   flat = {}

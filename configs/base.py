@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   # BatchNorm layers whose scale it matches keep their running statistics
   # (resnet50 and vit only). '': everything trains.
   config.freeze = ''
+  # A frozen patch-whitening stem computed from the training images
+  # (catdog_jax/whitening.py; resnet only).
+  config.whiten_stem = False
   # Linear probe (catdog_jax/probe.py): no training steps; the frozen
   # pretrained backbone's features, computed once, and a fitted head.
   config.probe = False

@@ -42,6 +42,7 @@ SWITCHES_OFF = {
   'optimizer.lr_multipliers': (),
   'freeze': '',
   'probe': False,
+  'whiten_stem': False,
 }
 # Optional settings, not switches: None means "not given".
 OPTIONAL = {

@@ -45,3 +45,23 @@ def test_check_same_run_names_the_change_before_anything_else(tmp_path):
   workdir.write_json(workdir.path(str(tmp_path), workdir.CONFIG), saved)
   with pytest.raises(UsageError, match='data.image_size 32 -> 24.*--workdir'):
     workdir.check_same_run(str(tmp_path), new)
+
+
+def test_an_older_config_gets_the_fields_added_since_and_keeps_its_model():
+  saved = {
+    'seed': 3,
+    'model': {'name': 'resnet', 'widths': [4, 8]},
+    'optimizer': {'name': 'sgd'},
+  }
+  defaults = {
+    'seed': 0,
+    'freeze': '',
+    'model': {'name': 'seed_cnn', 'conv_features': [32]},
+    'optimizer': {'name': 'adam', 'lr_multipliers': []},
+  }
+  assert workdir.with_defaults(saved, defaults) == {
+    'seed': 3,
+    'freeze': '',
+    'model': {'name': 'resnet', 'widths': [4, 8]},
+    'optimizer': {'name': 'sgd', 'lr_multipliers': []},
+  }

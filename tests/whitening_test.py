@@ -1,0 +1,74 @@
+"""The frozen patch-whitening stem (config.whiten_stem)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from catdog_jax import dataset
+from catdog_jax import evaluate
+from catdog_jax import input_pipeline
+from catdog_jax import optimizer
+from catdog_jax import train
+from catdog_jax import whitening
+from catdog_jax.errors import UsageError
+from tests import conftest
+
+
+def test_the_kernel_whitens_the_patches_it_was_computed_from():
+  rng = np.random.default_rng(0)
+  images = rng.random((6, 24, 24, 3))
+  images[..., 1] = 0.7 * images[..., 0] + 0.3 * images[..., 1]  # Correlated.
+  kernel = whitening.whitening_kernel(images, features=16, stride=2)
+  assert kernel.shape == (3, 3, 3, 16)
+  x = whitening.patches(images, 3, 2)
+  out = (x - x.mean(0)) @ kernel.reshape(27, 16)
+  np.testing.assert_allclose(np.cov(out[:, :8].T), np.eye(8), atol=2e-3)
+  np.testing.assert_array_equal(kernel[..., 8:], -kernel[..., :8])
+
+
+def test_only_the_resnet_stem_can_be_whitened(flat_dataset):
+  config = conftest.tiny_config(flat_dataset, whiten_stem=True)
+  with pytest.raises(UsageError, match='whiten_stem works with model resnet'):
+    train.check_config(config)
+  config = conftest.tiny_recipe_config(flat_dataset, whiten_stem=True)
+  config.model.widths = (5, 8)
+  with pytest.raises(UsageError, match='even stem width'):
+    train.check_config(config)
+  assert optimizer.frozen_pattern(config) == f'(?:{optimizer.WHITENED_STEM})'
+  config.freeze = '^a'
+  assert optimizer.frozen_pattern(config) == '(?:^a)|(?:^stem/kernel$)'
+
+
+@pytest.mark.slow  # Trains the recipe twice.
+def test_the_whitened_stem_stays_frozen_and_survives_a_resume(
+  flat_dataset, tmp_path
+):
+  config = conftest.tiny_recipe_config(
+    flat_dataset, whiten_stem=True, num_train_steps=20
+  )
+  state = train.train_and_evaluate(config, tmp_path)
+  _, splits, _ = dataset.load_splits(config.data, None)
+  source = dataset.sources.create_source(config.data)
+  sample = input_pipeline.load_all(
+    splits['train'][: whitening.NUM_IMAGES], source, config.data
+  )
+  expected = whitening.whitening_kernel(
+    np.asarray(evaluate.preprocess(sample['image'])),
+    config.model.widths[0],
+    1,
+  )
+  np.testing.assert_array_equal(np.asarray(state.params['stem']['kernel']),
+                                expected)  # fmt: skip
+  assert np.abs(np.asarray(state.params['stem']['bias'])).max() > 0
+
+  with open(tmp_path / 'eval_test.json') as f:
+    straight = json.load(f)['log_loss']
+  shutil.rmtree(tmp_path / 'checkpoints' / '20')  # Preempted after step 10.
+  os.remove(tmp_path / 'eval_test.json')
+  resumed = train.train_and_evaluate(config, tmp_path)
+  np.testing.assert_array_equal(resumed.params['stem']['kernel'], expected)
+  with open(tmp_path / 'eval_test.json') as f:
+    assert json.load(f)['log_loss'] == pytest.approx(straight, rel=1e-5)
