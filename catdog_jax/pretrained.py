@@ -16,7 +16,6 @@ line naming them. ViT position embeddings are resized to the image size.
 """
 
 import copy
-import hashlib
 import os
 import re
 
@@ -24,8 +23,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from catdog_jax import backbones
+from catdog_jax import download
 from catdog_jax import state as state_lib
 from catdog_jax.errors import UsageError
 
@@ -57,14 +58,6 @@ def resolve(init_from: str) -> str:
       f'cannot get {init_from} ({type(e).__name__}: no network and not in '
       f'the hub cache, or no such model): {by_hand}'
     ) from e
-
-
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    while chunk := f.read(1 << 20):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def read_tensors(path: str) -> dict[str, np.ndarray]:
@@ -213,27 +206,6 @@ def convert(
 # --- Merging into the freshly initialised variables ------------------------
 
 
-def flatten(tree: dict, prefix: str = '') -> dict[str, object]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{prefix}{key}/'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
-def unflatten(flat: dict[str, object]) -> dict:
-  tree = {}
-  for path, value in flat.items():
-    *parents, leaf = path.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[leaf] = value
-  return tree
-
-
 def resize_position_embedding(posemb: np.ndarray, num_tokens: int):
   """(1, 1 + g*g, D) -> (1, num_tokens, D): the grid resized bilinearly."""
   cls, grid = posemb[:, :1], posemb[0, 1:]
@@ -263,7 +235,7 @@ def merge(
   merged, missing, wrong_shape = {}, [], []
   used = set()
   for collection, tree in variables.items():
-    flat = flatten(tree)
+    flat = traverse_util.flatten_dict(tree, sep='/')
     for path, init in flat.items():
       key = (collection, path)
       if any(re.search(regex, path) for regex in dont_load):
@@ -280,7 +252,7 @@ def merge(
         wrong_shape.append(f'{path} {value.shape} vs {init.shape}')
         continue
       flat[path] = value.astype(init.dtype)
-    merged[collection] = unflatten(flat)
+    merged[collection] = traverse_util.unflatten_dict(flat, sep='/')
   extra = [path.lstrip('?') for _, path in loaded.keys() - used]
   problems = [
     f'{label} ({len(names)}): {_listed(names)}'
@@ -307,7 +279,7 @@ def checked_config(config: ml_collections.ConfigDict):
   if not config.model.get('init_from'):
     return config, None
   path = resolve(config.model.init_from)
-  sha256 = file_sha256(path)
+  sha256 = download.file_sha256(path)
   pinned = config.model.get('init_sha256')
   if pinned and pinned != sha256:
     raise UsageError(

@@ -12,7 +12,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
+from catdog_jax import download
 from catdog_jax import predict
 from catdog_jax import pretrained
 from catdog_jax import probe
@@ -64,7 +66,7 @@ def tiny(module, root, init_from, **overrides):
 
 
 def flat(tree) -> dict:
-  return pretrained.flatten(jax.device_get(tree))
+  return traverse_util.flatten_dict(jax.device_get(tree), sep='/')
 
 
 @pytest.mark.slow
@@ -93,7 +95,7 @@ def test_frozen_backbone_and_statistics_stay_bit_identical(
     )
   with open(tmp_path / 'config.json') as f:
     saved = json.load(f)['model']
-  assert saved['init_sha256'] == pretrained.file_sha256(checkpoint_file)
+  assert saved['init_sha256'] == download.file_sha256(checkpoint_file)
   with open(tmp_path / 'report.md') as f:
     assert saved['init_sha256'] in f.read()
 

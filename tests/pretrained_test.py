@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from catdog_jax import images as images_lib
 from catdog_jax import input_pipeline
@@ -169,8 +170,8 @@ def test_position_embeddings_are_resized_to_the_image_size(tmp_path):
   _, _, same = load(config, path, 64)
   _, _, larger = load(config, path, 96)  # 6x6.
   posemb = 'Transformer/posembed_input/pos_embedding'
-  same = pretrained.flatten(same['params'])[posemb]
-  larger = pretrained.flatten(larger['params'])[posemb]
+  same = traverse_util.flatten_dict(same['params'], sep='/')[posemb]
+  larger = traverse_util.flatten_dict(larger['params'], sep='/')[posemb]
   assert larger.shape == (1, 37, 32)
   np.testing.assert_array_equal(larger[:, 0], same[:, 0])  # The class token.
   # Bilinear: the corners of the grid stay where they were.
@@ -205,7 +206,10 @@ def test_dont_load_keeps_what_it_matches_fresh(tmp_path):
     'vit', **SMALL_VIT, dont_load=('^logit/', 'encoder_norm')
   )
   _, fresh, loaded = load(config, path, 32)
-  fresh, loaded = pretrained.flatten(fresh), pretrained.flatten(loaded)
+  fresh, loaded = (
+    traverse_util.flatten_dict(fresh, sep='/'),
+    traverse_util.flatten_dict(loaded, sep='/'),
+  )
   for path_, value in loaded.items():
     same = np.array_equal(value, fresh[path_])
     assert same == ('logit/' in path_ or 'encoder_norm' in path_), path_
