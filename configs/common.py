@@ -42,6 +42,17 @@ def resnet(
   )
 
 
+def apply_finetune(config: ml_collections.ConfigDict) -> None:
+  """The common recipe, shortened for fine-tuning at 224 px."""
+  apply_recipe(config)
+  config.batch_size = 32
+  config.num_epochs = 2
+  config.eval_every_steps = 250
+  config.checkpoint_every_steps = 250
+  config.data.image_size = 224
+  config.optimizer.warmup_steps = 100
+
+
 def pretrained(
   name: str, init_from: str, **fields
 ) -> ml_collections.ConfigDict:

@@ -26,19 +26,13 @@ from configs import common
 def get_config() -> ml_collections.ConfigDict:
   """timm's ResNet-50 fine-tuned whole, 2 epochs at 224 px."""
   config = base.get_config()
-  common.apply_recipe(config)
+  common.apply_finetune(config)
   config.model = common.pretrained(
     'resnet50',
     'hf-hub:timm/resnet50.a1_in1k',
     stage_sizes=(3, 4, 6, 3),
     normalize='imagenet',
   )
-  config.batch_size = 32
-  config.num_epochs = 2
-  config.eval_every_steps = 250
-  config.checkpoint_every_steps = 250
-  config.data.image_size = 224
   config.optimizer.learning_rate = 1e-4
-  config.optimizer.warmup_steps = 100
   config.optimizer.lr_multipliers = (('^logit/', 10.0),)
   return config

@@ -28,7 +28,7 @@ from configs import common
 def get_config() -> ml_collections.ConfigDict:
   """timm's AugReg ViT-S/16 fine-tuned whole, 2 epochs at 224 px."""
   config = base.get_config()
-  common.apply_recipe(config)
+  common.apply_finetune(config)
   config.model = common.pretrained(
     'vit',
     'hf-hub:timm/vit_small_patch16_224.augreg_in21k_ft_in1k',
@@ -39,13 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     num_heads=6,
     normalize='inception',
   )
-  config.batch_size = 32
-  config.num_epochs = 2
-  config.eval_every_steps = 250
-  config.checkpoint_every_steps = 250
-  config.data.image_size = 224
   config.optimizer.name = 'sgd'
   config.optimizer.learning_rate = 0.01
   config.optimizer.weight_decay = 0.0
-  config.optimizer.warmup_steps = 100
   return config

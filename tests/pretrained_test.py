@@ -86,6 +86,15 @@ def relative_error(ours, reference) -> float:
   return float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
+def assert_logits_match(reference, path: str, config, normalization: str):
+  """Our model loaded from `path` gives the reference's logits on photos."""
+  model, _, variables = load(config, path, 224)
+  images = photos(224)
+  ours = np.asarray(model.apply(variables, images))
+  expected = torch_logits(reference, images, normalization)
+  assert relative_error(ours, expected) < TOLERANCE
+
+
 @pytest.fixture(scope='module')
 def resnet_file(tmp_path_factory):
   """A scrambled ResNet-50 with an ImageNet-sized head, as timm saves it."""
@@ -101,11 +110,7 @@ def test_resnet50_safetensors_matches_pytorch(tmp_path):
   torch_reference.scramble(reference, seed=0)
   path = save_safetensors(reference, tmp_path / 'r.safetensors')
   config = model_config('resnet50', dont_load=())  # The head too.
-  model, _, variables = load(config, path, 224)
-  images = photos(224)
-  ours = np.asarray(model.apply(variables, images))
-  error = relative_error(ours, torch_logits(reference, images, 'imagenet'))
-  assert error < TOLERANCE
+  assert_logits_match(reference, path, config, 'imagenet')
 
 
 @pytest.mark.slow
@@ -136,11 +141,7 @@ def vit_reference():
 def test_vit_safetensors_matches_pytorch(vit_reference, tmp_path):
   path = save_safetensors(vit_reference, tmp_path / 'vit.safetensors')
   config = model_config('vit', **VIT_S, dont_load=())
-  model, _, variables = load(config, path, 224)
-  images = photos(224)
-  ours = np.asarray(model.apply(variables, images))
-  error = relative_error(ours, torch_logits(vit_reference, images, 'inception'))
-  assert error < TOLERANCE
+  assert_logits_match(vit_reference, path, config, 'inception')
 
 
 @pytest.mark.slow
@@ -148,11 +149,7 @@ def test_vit_big_vision_npz_matches_pytorch(vit_reference, tmp_path):
   path = str(tmp_path / 'augreg.npz')
   np.savez(path, **torch_reference.big_vision_npz(vit_reference))
   config = model_config('vit', **VIT_S, dont_load=())
-  model, _, variables = load(config, path, 224)
-  images = photos(224)
-  ours = np.asarray(model.apply(variables, images))
-  error = relative_error(ours, torch_logits(vit_reference, images, 'inception'))
-  assert error < TOLERANCE
+  assert_logits_match(vit_reference, path, config, 'inception')
 
 
 def small_vit_file(tmp_path, image_size=32) -> str:
