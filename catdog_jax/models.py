@@ -240,7 +240,7 @@ MODELS = {
 # Fields of the `model` group that say what to load, not what to build
 # (pretrained.py).
 LOADING_FIELDS = frozenset({'init_from', 'init_sha256', 'dont_load'})
-# Set from config.freeze, not in the model group.
+# Set from config.freeze and config.dtype, not from the model group.
 _FROM_TRAINING = frozenset({'frozen', 'dtype'})
 
 
