@@ -22,6 +22,7 @@ import re
 import jax
 import ml_collections
 import numpy as np
+import safetensors.numpy
 from absl import logging
 from flax import traverse_util
 
@@ -66,9 +67,7 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
       return {name: npz[name] for name in npz.files}
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file  # Only this route needs it.
-
-    return load_file(path)
+    return safetensors.numpy.load_file(path)
   raise UsageError(
     f'model.init_from {path!r}: expected a .safetensors (timm/torchvision '
     'names) or .npz (big_vision names) file'

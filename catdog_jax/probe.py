@@ -96,15 +96,13 @@ def fit_head(features, labels, config, steps: int = 1000):
   x = jnp.asarray(features, jnp.float32)
   mean, std = x.mean(0), x.std(0) + 1e-6
   x = (x - mean) / std
-  targets = jnp.asarray(labels, jnp.float32)
-  smoothing = config.label_smoothing
-  targets = targets * (1 - smoothing) + 0.5 * smoothing
+  labels = jnp.asarray(labels)
   decay = config.optimizer.weight_decay
 
   def loss_fn(params):
     logits = x @ params['w'] + params['b']
-    loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean()
-    return loss + 0.5 * decay * jnp.sum(params['w'] ** 2)
+    loss = train.binary_cross_entropy(logits, labels, config.label_smoothing)
+    return loss.mean() + 0.5 * decay * jnp.sum(params['w'] ** 2)
 
   tx = optax.adam(config.optimizer.learning_rate)
 
