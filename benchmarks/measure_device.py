@@ -29,7 +29,9 @@ REPO = os.path.dirname(HERE)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
-  'configs', ['base', 'fast_cpu', 'seed_cnn_tuned', 'gpu', 'tpu'], 'Configs.'
+  'configs',
+  ['base', 'quick_cpu', 'fast_cpu', 'seed_cnn_tuned', 'gpu', 'tpu'],
+  'Configs.',
 )
 flags.DEFINE_string('images', None, 'Training folder, for the host feed.')
 flags.DEFINE_list('batch_sizes', ['128', '256'], 'Host feed batch sizes.')

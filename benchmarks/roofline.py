@@ -30,7 +30,9 @@ from catdog_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
-  'configs', ['base', 'fast_cpu', 'seed_cnn_tuned', 'gpu', 'tpu'], 'Configs.'
+  'configs',
+  ['base', 'quick_cpu', 'fast_cpu', 'seed_cnn_tuned', 'gpu', 'tpu'],
+  'Configs.',
 )
 flags.DEFINE_bool('markdown', False, 'Print the README table instead.')
 flags.DEFINE_multi_string(

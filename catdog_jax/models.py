@@ -133,12 +133,15 @@ class ResNet(nn.Module):
     stage_sizes: residual blocks per stage.
     widths: features of each stage.
     stem_strides: stride of the stem conv (2 halves the input first).
+    stem_pool: a 2x2 max pool after the stem conv, before its BatchNorm
+      (halves the resolution again for the cost of the stem alone).
     dtype: computation dtype; parameters stay float32.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
   stem_strides: int = 1
+  stem_pool: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -148,6 +151,8 @@ class ResNet(nn.Module):
       self.widths[0], (3, 3), self.dtype, strides=self.stem_strides,
       name='stem',
     )(x)  # fmt: skip
+    if self.stem_pool:
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(_batch_norm(train, self.dtype, name='stem_norm')(x))
     for i, (size, width) in enumerate(
       zip(self.stage_sizes, self.widths, strict=True)

@@ -73,8 +73,10 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-# The whitened stem's kernel (whitening.py), frozen with config.whiten_stem.
-WHITENED_STEM = '^stem/kernel$'
+# The whitened stem (whitening.py), frozen with config.whiten_stem: its
+# kernel, and its bias, which the BatchNorm after it cancels (so no gradient
+# flows into the stem at all).
+WHITENED_STEM = '^stem/'
 
 
 def frozen_pattern(config: ml_collections.ConfigDict) -> str:

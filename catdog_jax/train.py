@@ -14,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 
@@ -53,6 +54,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     )
   if config.batch_size < 1:
     raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
+  if config.recalibrate_bn_batches and (
+    config.model.name not in evaluate.RECALIBRATES
+  ):
+    raise UsageError(
+      f'recalibrate_bn_batches: model {config.model.name!r} has no '
+      f'BatchNorm statistics to recompute (models with them: '
+      f'{", ".join(evaluate.RECALIBRATES)})'
+    )
   if config.data.image_size < MIN_IMAGE_SIZE:
     raise UsageError(
       f'data.image_size must be at least {MIN_IMAGE_SIZE}, '
@@ -247,6 +256,28 @@ def run_record(provenance: dict | None, started: float, start_step: int):
 # --- Entry point --------------------------------------------------------------
 
 
+def recalibrate_batch_norm(state, examples, source, config):
+  """evaluate.recalibrate_batch_norm on recalibrate_bn_batches batches of
+  training images spread evenly over the split (an index sorted by class
+  would give a run of one class), un-augmented, at data.image_size, the
+  evaluation size."""
+  count = min(config.recalibrate_bn_batches * config.batch_size, len(examples))
+  spread = np.linspace(0, len(examples), count, endpoint=False).astype(int)
+  images = input_pipeline.load_all(
+    [examples[i] for i in spread], source, config.data
+  )
+  _, replicated = mesh.create_shardings()
+  state = evaluate.recalibrate_batch_norm(
+    state, images['image'], config.batch_size, replicated
+  )
+  logging.info(
+    'BatchNorm statistics recomputed on %d training images at %d px.',
+    len(images['image']) // config.batch_size * config.batch_size,
+    config.data.image_size,
+  )
+  return state
+
+
 def train_and_evaluate(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -388,6 +419,8 @@ def train_and_evaluate(
         if log_due:
           train_log.check_and_write(log_due)
         is_last = step == total_steps
+        if is_last and config.recalibrate_bn_batches:
+          state = recalibrate_batch_norm(state, splits['train'], source, config)
         is_eval = is_last or step % config.eval_every_steps == 0
         is_checkpoint = (
           is_last or stop.requested or step % config.checkpoint_every_steps == 0

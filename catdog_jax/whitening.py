@@ -2,10 +2,13 @@
 
 airbench's first layer (Jordan, 2024): the eigenvectors of the covariance of
 the training set's 3x3 patches, scaled to unit variance, and their
-negations, as a fixed conv. Only its bias trains. It also spares the first
-layer's weight gradient, the slowest per FLOP on a CPU. Switched on by
-config.whiten_stem for the `resnet` model (its `stem` conv); the kernel is
-a parameter, so checkpoints hold it and a resumed run restores it.
+negations, as a fixed conv. Its bias stays at zero too: the BatchNorm after
+the stem would cancel it. Nothing in the stem trains, so no gradient flows
+into it: the first layer, the slowest per FLOP on a CPU, runs forward only,
+and a high-resolution stem (with `model.stem_pool`) costs little. Switched
+on by config.whiten_stem for the `resnet` model (its `stem` conv); the
+kernel is a parameter, so checkpoints hold it and a resumed run restores
+it.
 """
 
 import jax

@@ -47,6 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
   # A frozen patch-whitening stem computed from the training images
   # (catdog_jax/whitening.py; resnet only).
   config.whiten_stem = False
+  # After the last step, recompute the BatchNorm running statistics at
+  # data.image_size over this many batches of training images, un-augmented
+  # (FixRes: training at a smaller size leaves statistics of the wrong
+  # scale). 0: keep those of training.
+  config.recalibrate_bn_batches = 0
   # Linear probe (catdog_jax/probe.py): no training steps; the frozen
   # pretrained backbone's features, computed once, and a fitted head.
   config.probe = False

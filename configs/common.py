@@ -29,7 +29,10 @@ def apply_recipe(config: ml_collections.ConfigDict) -> None:
 
 
 def resnet(
-  stage_sizes: tuple[int, ...], widths: tuple[int, ...], stem_strides: int = 2
+  stage_sizes: tuple[int, ...],
+  widths: tuple[int, ...],
+  stem_strides: int = 2,
+  stem_pool: bool = False,
 ) -> ml_collections.ConfigDict:
   """A `model` config for models.ResNet."""
   return ml_collections.ConfigDict(
@@ -38,8 +41,29 @@ def resnet(
       'stage_sizes': stage_sizes,
       'widths': widths,
       'stem_strides': stem_strides,
+      'stem_pool': stem_pool,
     }
   )
+
+
+def apply_cpu_recipe(config: ml_collections.ConfigDict) -> None:
+  """The common recipe as the CPU configs run it: the half-width ResNet-10
+  with a whitened, pooled stem, 96 to 160 px, lighter augmentation and a
+  higher learning rate (measured in the README's accuracy section)."""
+  apply_recipe(config)
+  config.batch_size = 64
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.data.image_size = 160
+  config.progressive_sizes = (96, 112, 128, 128, 160, 160)
+  config.model = resnet((1, 1, 1, 1), (32, 64, 128, 256), stem_pool=True)
+  config.whiten_stem = True
+  config.augment.crop_min_area = 0.8
+  config.augment.brightness = 0.0
+  config.augment.contrast = 0.0
+  config.augment.saturation = 0.0
+  config.optimizer.learning_rate = 4e-3
+  config.optimizer.warmup_steps = 200
 
 
 def apply_finetune(config: ml_collections.ConfigDict) -> None:

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from catdog_jax import train
+from tests import conftest
+
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,3 +121,27 @@ def test_device_measurement_prints_rows_to_paste(flat_dataset):
   assert any(r.startswith('| host feed, cached, batch 8 |') for r in rows)
   # No estimate is made up for a device the roofline does not cover.
   assert 'no estimate for this device' in result.stdout
+
+
+def test_eval_sizes_evaluates_each_size_as_trained_and_recalibrated(
+  flat_dataset, tmp_path
+):
+  config = conftest.tiny_recipe_config(
+    flat_dataset, num_train_steps=10, ema_decay=0.0
+  )
+  train.train_and_evaluate(config, tmp_path)
+  rows = subprocess.run(
+    [sys.executable, 'benchmarks/eval_sizes.py', f'--workdir={tmp_path}',
+     '--sizes=32,40', '--recalibrate_bn_batches=2'],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert rows.returncode == 0, rows.stderr[-3000:]
+  rows = [json.loads(line) for line in rows.stdout.strip().splitlines()]
+  assert [(row['size'], row['statistics']) for row in rows] == [
+    (32, 'as_trained'), (32, 'recalibrated'),
+    (40, 'as_trained'), (40, 'recalibrated'),
+  ]  # fmt: skip
+  # At the training size, as trained, it is the run's own validation.
+  with open(tmp_path / 'eval_val.json') as f:
+    assert rows[0]['val_log_loss'] == pytest.approx(json.load(f)['log_loss'])
+  assert rows[1]['val_log_loss'] != rows[0]['val_log_loss']

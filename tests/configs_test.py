@@ -15,6 +15,7 @@ from configs import base
 CONFIGS = (
   'base',
   'fast_cpu',
+  'quick_cpu',
   'gpu',
   'seed_cnn_tuned',
   'tpu',
@@ -43,6 +44,7 @@ SWITCHES_OFF = {
   'freeze': '',
   'probe': False,
   'whiten_stem': False,
+  'recalibrate_bn_batches': 0,
 }
 # Optional settings, not switches: None means "not given".
 OPTIONAL = {
@@ -80,9 +82,14 @@ def test_config_passes_the_settings_check(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   config.data.root = '/data'
   train.check_config(config)
-  # Training ends at the size every evaluation runs at.
+  # Training ends at the size every evaluation runs at, or the BatchNorm
+  # statistics are recomputed at that size.
   sizes = config.progressive_sizes
-  assert not sizes or sizes[-1] == config.data.image_size
+  assert (
+    not sizes
+    or sizes[-1] == config.data.image_size
+    or config.recalibrate_bn_batches
+  )
 
 
 def test_base_has_every_switch_off_and_no_other_placeholder():

@@ -9,6 +9,8 @@ from catdog_jax import evaluate
 from catdog_jax import mesh
 from catdog_jax import sources
 from catdog_jax import state as state_lib
+from catdog_jax import train
+from catdog_jax.errors import UsageError
 from tests import conftest
 
 
@@ -88,3 +90,46 @@ def test_evaluate_predicts_every_example_once_in_order(
   metrics = predictions.metrics()
   assert metrics['num_examples'] == 20
   assert 'macro avg' in predictions.report()
+
+
+def test_recalibration_moves_batch_norm_statistics_to_the_given_images(
+  flat_dataset,
+):
+  config = conftest.tiny_recipe_config(flat_dataset, ema_decay=0.0)
+  state = tiny_state(config)
+  rng = np.random.default_rng(0)
+  images = rng.integers(100, 256, (8, 48, 48, 3), np.uint8)  # Bright.
+  # The stem's outputs on these images: what its BatchNorm should hold.
+  _, captured = state.apply_fn(
+    evaluate.eval_variables(state),
+    evaluate.preprocess(images),
+    capture_intermediates=lambda module, _: module.name == 'stem',
+  )
+  stem = np.asarray(captured['intermediates']['stem']['__call__'][0])
+  before = state.batch_stats['stem_norm']
+
+  _, replicated = mesh.create_shardings()
+  # Three batches of 4 give two; the remainder is left out.
+  state = evaluate.recalibrate_batch_norm(
+    state, np.concatenate([images, images[:3]]), 4, replicated
+  )
+  after = state.batch_stats['stem_norm']
+  # Two momentum-0.9 updates, each with one half of the images.
+  mean, var = before['mean'], before['var']
+  for half in (stem[:4], stem[4:]):
+    mean = 0.9 * mean + 0.1 * half.mean(axis=(0, 1, 2))
+    var = 0.9 * var + 0.1 * half.var(axis=(0, 1, 2))
+  np.testing.assert_allclose(after['mean'], mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(after['var'], var, rtol=1e-4)
+  # Only statistics change.
+  assert jax.tree.all(
+    jax.tree.map(np.array_equal, state.params, tiny_state(config).params)
+  )
+
+
+def test_only_models_with_batch_norm_recalibrate(flat_dataset):
+  config = conftest.tiny_config(flat_dataset, recalibrate_bn_batches=2)
+  with pytest.raises(UsageError, match='no BatchNorm statistics'):
+    train.check_config(config)
+  config = conftest.tiny_recipe_config(flat_dataset, recalibrate_bn_batches=2)
+  train.check_config(config)

@@ -89,6 +89,21 @@ def test_resnet18_has_the_expected_parameter_count():
   assert models.count_params(variables['params']) == 11_174_145
 
 
+def test_resnet_stem_pool_halves_the_resolution_and_adds_no_parameters():
+  def layout(model):
+    rows = models.summarize(model, 32)
+    shapes = {name: shape for name, _, shape, _ in rows}
+    return shapes['stage2_0'], sum(row[3] for row in rows)
+
+  plain = layout(models.ResNet((1, 1), (8, 16), stem_strides=2))
+  pooled = layout(
+    models.ResNet((1, 1), (8, 16), stem_strides=2, stem_pool=True)
+  )
+  assert plain[0] == ('None', 8, 8, 16)
+  assert pooled[0] == ('None', 4, 4, 16)
+  assert plain[1] == pooled[1]
+
+
 def test_resnet_updates_batch_stats_in_training_only():
   model = tiny_resnet()
   images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
