@@ -11,7 +11,8 @@ stem and a 2x2 max pool, trained at 96 to 160 px, evaluated at 160.
 Measured 2026-11-25, 2-core VM (AMD EPYC, CPU only), kaggle200 (train
 16,075 / val 1,959 / test 1,966), seeds 0 / 1: 9 min 12 s / 9 min 26 s
 for the whole command, peak RSS 3.6 GB; test accuracy 0.9105 / 0.8937
-(mean 0.902), val 0.8964 / 0.8897; kaggle-orig 0.8860 (182 unseen: 0.9011, seed 0).
+(mean 0.902), val 0.8964 / 0.8897; kaggle-orig 0.8860 (182 unseen:
+0.9011, seed 0).
 How it was chosen: the README's accuracy section.
 """
 
