@@ -45,7 +45,7 @@ def test_only_the_resnet_stem_can_be_whitened(flat_dataset):
   assert optimizer.frozen_pattern(config) == '(?:^a)|(?:^stem/)'
 
 
-@pytest.mark.slow  # Trains the recipe twice.
+@pytest.mark.slow  # Trains the recipe three times.
 def test_the_speed_switches_are_deterministic_and_survive_a_resume(
   flat_dataset, tmp_path
 ):
