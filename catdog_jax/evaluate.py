@@ -40,26 +40,54 @@ def eval_variables(state) -> dict:
   return {'params': params}
 
 
-def eval_step(state, batch, *, flip: bool = False):
+def shift_images(images, pixels: int):
+  """Images moved `pixels` down and right (up and left when negative), the
+  uncovered border filled by reflection."""
+  pad = abs(pixels)
+  height, width = images.shape[1:3]
+  padded = jnp.pad(
+    images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect'
+  )
+  top = pad - pixels
+  return padded[:, top : top + height, top : top + width]
+
+
+def eval_step(state, batch, *, flip: bool = False, translate: int = 0):
   """Logits of a padded batch, with its labels and mask passed through.
 
-  With `flip`, the logit is the mean over the image and its mirror image
-  (test-time augmentation).
+  Test-time augmentation: with `flip`, the logit is the mean over the image
+  and its mirror image; with `translate`, half the weight goes to the image
+  and a quarter to each of its copies shifted `translate` pixels along
+  either diagonal (airbench's), each flipped too with `flip`.
   """
   images = preprocess(batch['image'])
   variables = eval_variables(state)
-  logits = state.apply_fn(variables, images)
-  if flip:
-    logits = (logits + state.apply_fn(variables, images[:, :, ::-1])) / 2
+
+  def logits_of(x):
+    logits = state.apply_fn(variables, x)
+    if flip:
+      logits = (logits + state.apply_fn(variables, x[:, :, ::-1])) / 2
+    return logits
+
+  logits = logits_of(images)
+  if translate:
+    shifted = logits_of(shift_images(images, translate)) + logits_of(
+      shift_images(images, -translate)
+    )
+    logits = logits / 2 + shifted / 4
   return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
 
 
 def compile_eval_step(
   config: ml_collections.ConfigDict, data_sharding, replicated
 ):
-  """eval_step jitted with the batch sharded, test-time flip per config."""
+  """eval_step jitted with the batch sharded, test-time augmentation per
+  config."""
+  step = functools.partial(
+    eval_step, flip=config.eval_flip, translate=config.eval_translate
+  )
   return jax.jit(
-    functools.partial(eval_step, flip=config.eval_flip),
+    step,
     in_shardings=(replicated, data_sharding),
     out_shardings=data_sharding,
     compiler_options=xla_cpu.compiler_options(xla_cpu.EVAL_YNN_TYPES),

@@ -67,6 +67,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'data.image_size must be at least {MIN_IMAGE_SIZE}, '
       f'got {config.data.image_size}'
     )
+  if not 0 <= config.eval_translate < config.data.image_size // 2:
+    raise UsageError(
+      'eval_translate must be >= 0 (0: none) and under half of '
+      f'data.image_size ({config.data.image_size}), got '
+      f'{config.eval_translate}'
+    )
   if config.data.device_prefetch < 0:
     raise UsageError(
       'data.device_prefetch must be >= 0 (0: none), got '

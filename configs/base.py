@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_decay = 0.0
   # Test-time augmentation: average the logits of each image and its mirror.
   config.eval_flip = False
+  # Test-time augmentation: also average over copies shifted this many
+  # pixels along both diagonals (0: none).
+  config.eval_translate = 0
   # A regex of parameter paths ('layer1_0/conv1/kernel') that never train;
   # BatchNorm layers whose scale it matches keep their running statistics
   # (resnet50 and vit only). '': everything trains.

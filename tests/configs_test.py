@@ -29,6 +29,7 @@ SWITCHES_OFF = {
   'label_smoothing': 0.0,
   'ema_decay': 0.0,
   'eval_flip': False,
+  'eval_translate': 0,
   'progressive_sizes': (),
   'data.cache': False,
   'augment.crop_min_area': 1.0,

@@ -51,6 +51,49 @@ def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
   )
 
 
+def test_shift_images_moves_pixels_and_reflects_the_border():
+  images = np.arange(2 * 5 * 6 * 3).reshape(2, 5, 6, 3)
+  down_right = np.asarray(evaluate.shift_images(images, 2))
+  np.testing.assert_array_equal(down_right[:, 2:, 2:], images[:, :-2, :-2])
+  # Reflection: row 1 of the shifted copy mirrors row 3 about row 2.
+  np.testing.assert_array_equal(down_right[:, 1, 2:], images[:, 1, :-2])
+  np.testing.assert_array_equal(down_right[:, 0, 2:], images[:, 2, :-2])
+  up_left = np.asarray(evaluate.shift_images(images, -1))
+  np.testing.assert_array_equal(up_left[:, :-1, :-1], images[:, 1:, 1:])
+  np.testing.assert_array_equal(up_left[:, -1, :-1], images[:, -2, 1:])
+  np.testing.assert_array_equal(evaluate.shift_images(images, 0), images)
+
+
+def test_eval_translate_weights_the_image_and_two_shifted_copies(
+  flat_dataset,
+):
+  """Half the image's (flip-averaged) logit, a quarter each of its copies
+  shifted down-right and up-left, each as eval_step alone scores it."""
+  config = conftest.tiny_config(flat_dataset)
+  state = tiny_state(config)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+  batch = {
+    'image': images,
+    'label': np.zeros(2, np.int32),
+    'mask': np.ones(2, bool),
+  }
+  padded = np.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)), mode='reflect')
+  down_right = {**batch, 'image': padded[:, :32, :32]}
+  up_left = {**batch, 'image': padded[:, 6:38, 6:38]}
+  for flip in (False, True):
+    logit = {
+      name: evaluate.eval_step(state, b, flip=flip)['logit']
+      for name, b in [('plain', batch), ('dr', down_right), ('ul', up_left)]
+    }
+    assert not np.allclose(logit['plain'], logit['dr'])
+    np.testing.assert_allclose(
+      evaluate.eval_step(state, batch, flip=flip, translate=3)['logit'],
+      logit['plain'] / 2 + (logit['dr'] + logit['ul']) / 4,
+      rtol=1e-5,
+    )
+
+
 def test_eval_variables_are_the_average_when_kept(flat_dataset):
   config = conftest.tiny_recipe_config(flat_dataset)
   state = tiny_state(config)

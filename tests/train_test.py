@@ -67,6 +67,8 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
     ({'optimizer__weight_decay': 0.1}, 'use optimizer.name=adamw'),
     ({'label_smoothing': 1.0}, r'label_smoothing must be in \[0, 1\)'),
     ({'ema_decay': 1.0}, r'ema_decay must be in \(0, 1\)'),
+    ({'eval_translate': -1}, 'eval_translate must be >= 0'),
+    ({'eval_translate': 16}, r'under half of data.image_size \(32\)'),
     ({'augment__crop_min_area': 0.0}, 'crop_min_area must be in'),
     ({'optimizer__name': 'lion'}, 'unknown optimizer.name'),
     ({'num_train_steps': 0}, 'num_train_steps must be at least 1'),
