@@ -48,8 +48,9 @@ def resnet(
 
 def apply_cpu_recipe(config: ml_collections.ConfigDict) -> None:
   """The common recipe as the CPU configs run it: the half-width ResNet-10
-  with a whitened, pooled stem, 96 to 160 px, lighter augmentation and a
-  higher learning rate (measured in the README's accuracy section)."""
+  with a whitened, pooled stem, 96 to 160 px, lighter augmentation, a
+  higher learning rate and shifted copies in the test-time augmentation
+  (measured in the README's accuracy section)."""
   apply_recipe(config)
   config.batch_size = 64
   config.eval_every_steps = 1000
@@ -62,8 +63,9 @@ def apply_cpu_recipe(config: ml_collections.ConfigDict) -> None:
   config.augment.brightness = 0.0
   config.augment.contrast = 0.0
   config.augment.saturation = 0.0
-  config.optimizer.learning_rate = 4e-3
+  config.optimizer.learning_rate = 1.2e-2
   config.optimizer.warmup_steps = 200
+  config.eval_translate = 3
 
 
 def apply_finetune(config: ml_collections.ConfigDict) -> None:
