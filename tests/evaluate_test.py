@@ -30,16 +30,21 @@ def test_eval_step_passes_labels_and_mask_through(flat_dataset):
   np.testing.assert_array_equal(out['mask'], batch['mask'])
 
 
-def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
-  config = conftest.tiny_config(flat_dataset)
-  state = tiny_state(config)
+def random_batch():
+  """Two random 32x32 images, labelled and unpadded."""
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
-  batch = {
-    'image': images,
+  return {
+    'image': rng.integers(0, 256, (2, 32, 32, 3), np.uint8),
     'label': np.zeros(2, np.int32),
     'mask': np.ones(2, bool),
   }
+
+
+def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
+  config = conftest.tiny_config(flat_dataset)
+  state = tiny_state(config)
+  batch = random_batch()
+  images = batch['image']
   mirrored = {**batch, 'image': images[:, :, ::-1]}
   plain = evaluate.eval_step(state, batch)['logit']
   mirror = evaluate.eval_step(state, mirrored)['logit']
@@ -71,13 +76,8 @@ def test_eval_translate_weights_the_image_and_two_shifted_copies(
   shifted down-right and up-left, each as eval_step alone scores it."""
   config = conftest.tiny_config(flat_dataset)
   state = tiny_state(config)
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
-  batch = {
-    'image': images,
-    'label': np.zeros(2, np.int32),
-    'mask': np.ones(2, bool),
-  }
+  batch = random_batch()
+  images = batch['image']
   padded = np.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)), mode='reflect')
   down_right = {**batch, 'image': padded[:, :32, :32]}
   up_left = {**batch, 'image': padded[:, 6:38, 6:38]}
