@@ -122,7 +122,6 @@ def tiny_recipe_config(root: str, **overrides):
     'label_smoothing': 0.1,
     'ema_decay': 0.9,
     'eval_flip': True,
-    'eval_translate': 1,
     'data.cache': True,
     'augment.crop_min_area': 0.5,
     'augment.flip': True,

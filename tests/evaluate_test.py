@@ -94,6 +94,19 @@ def test_eval_translate_weights_the_image_and_two_shifted_copies(
     )
 
 
+def test_compile_eval_step_applies_the_configs_augmentation(flat_dataset):
+  config = conftest.tiny_config(flat_dataset, eval_flip=True, eval_translate=2)
+  state = tiny_state(config)
+  batch = random_batch()
+  data_sharding, replicated = mesh.create_shardings()
+  eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
+  np.testing.assert_allclose(
+    eval_fn(state, batch)['logit'],
+    evaluate.eval_step(state, batch, flip=True, translate=2)['logit'],
+    rtol=1e-5,
+  )
+
+
 def test_eval_variables_are_the_average_when_kept(flat_dataset):
   config = conftest.tiny_recipe_config(flat_dataset)
   state = tiny_state(config)
