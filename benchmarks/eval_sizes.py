@@ -16,12 +16,12 @@ import json
 from absl import app
 from absl import flags
 
-from catdog_jax import dataset
-from catdog_jax import evaluate
 from catdog_jax import mesh
-from catdog_jax import predict
 from catdog_jax import train
+from catdog_jax.data import dataset
 from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import evaluate
+from catdog_jax.evaluation import predict
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A trained run.', required=True)
@@ -45,7 +45,7 @@ def main(argv):
   data_sharding, replicated = mesh.create_shardings()
   for size in map(int, FLAGS.sizes):
     config.data.image_size = size
-    config.recalibrate_bn_batches = FLAGS.recalibrate_bn_batches
+    config.eval.recalibrate_bn_batches = FLAGS.recalibrate_bn_batches
     eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
     states = {
       'as_trained': predictor.state,

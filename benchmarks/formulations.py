@@ -22,12 +22,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from catdog_jax import evaluate
 from catdog_jax import mesh
-from catdog_jax import models
 from catdog_jax import state as state_lib
 from catdog_jax import train
 from catdog_jax import xla_cpu
+from catdog_jax.evaluation import evaluate
+from catdog_jax.models import layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 5, 'Timed steps per variant (median kept).')
@@ -61,7 +61,7 @@ def xla_cpu_default():
 VARIANTS = {
   'current': contextlib.nullcontext,
   'xla_maxpool': lambda: patched(
-    models.MaxPool2x2, '__call__', nn.compact(reduce_window_pool)
+    layers.MaxPool2x2, '__call__', nn.compact(reduce_window_pool)
   ),
   'xla_cpu_default': xla_cpu_default,
 }

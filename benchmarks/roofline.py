@@ -23,10 +23,10 @@ import jax.numpy as jnp
 from absl import app
 from absl import flags
 
-from catdog_jax import evaluate
 from catdog_jax import mesh
 from catdog_jax import state as state_lib
 from catdog_jax import train
+from catdog_jax.evaluation import evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(

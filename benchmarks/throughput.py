@@ -29,13 +29,13 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from catdog_jax import dataset
-from catdog_jax import evaluate
-from catdog_jax import input_pipeline
 from catdog_jax import mesh
-from catdog_jax import sources
 from catdog_jax import state as state_lib
 from catdog_jax import train
+from catdog_jax.data import dataset
+from catdog_jax.data import input_pipeline
+from catdog_jax.data import sources
+from catdog_jax.evaluation import evaluate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file.')

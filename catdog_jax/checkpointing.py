@@ -15,19 +15,16 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import CheckpointError
 from catdog_jax.errors import UsageError
 
 BEST_METRIC = 'val_accuracy'
-# The checkpoints' folder inside a workdir.
-CHECKPOINTS = 'checkpoints'
-# Checkpoints that fail to restore are moved here, beside checkpoints/.
-QUARANTINE = 'checkpoints_unrestorable'
 
 
 def directory(workdir: str) -> str:
   """Where `workdir`'s checkpoints live, as an absolute path (orbax's need)."""
-  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+  return workdir_lib.path(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)
 
 
 def create_checkpoint_manager(
@@ -119,7 +116,9 @@ def restore(manager, step, abstract_state, data_iterator):
 def quarantine(directory: str, step: int) -> str:
   """Moves checkpoint `step` aside (never deletes it); returns where."""
   source = os.path.join(directory, str(step))
-  target_dir = os.path.join(os.path.dirname(directory), QUARANTINE)
+  target_dir = workdir_lib.path(
+    os.path.dirname(directory), workdir_lib.QUARANTINE
+  )
   os.makedirs(target_dir, exist_ok=True)
   target = os.path.join(target_dir, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
   shutil.move(source, target)
@@ -153,8 +152,8 @@ def restore_newest_intact(manager, abstract_state, data_iterator):
     manager.reload()
     return step, state
   manager.reload()
-  quarantined = os.path.join(
-    os.path.dirname(str(manager.directory)), QUARANTINE
+  quarantined = workdir_lib.path(
+    os.path.dirname(str(manager.directory)), workdir_lib.QUARANTINE
   )
   if steps or os.path.isdir(quarantined):
     raise CheckpointError(

@@ -16,6 +16,9 @@ from typing import Any
 import tensorboardX
 from absl import logging
 
+from catdog_jax import fileio
+from catdog_jax import workdir as workdir_lib
+
 
 class MetricWriter(abc.ABC):
   """clu's interface (the part we use): scalars and hyperparameters."""
@@ -65,10 +68,9 @@ class JsonlWriter(MetricWriter):
 
   def __init__(self, path: str, start_step: int = 0):
     kept = [r for r in read_jsonl(path) if r['step'] <= start_step]
-    temporary = f'{path}.tmp'
-    with open(temporary, 'w') as f:
+    # A crash here leaves the old file whole.
+    with fileio.atomic_write(path) as f:
       f.writelines(json.dumps(record) + '\n' for record in kept)
-    os.replace(temporary, path)  # A crash here leaves the old file whole.
     self._file = open(path, 'a')  # noqa: SIM115 - closed in close().
 
   def write_scalars(self, step, scalars):
@@ -127,9 +129,6 @@ class MultiWriter(MetricWriter):
       writer.close()
 
 
-METRICS_FILENAME = 'metrics.jsonl'
-
-
 def create_default_writer(
   logdir: str, just_logging: bool, start_step: int = 0
 ) -> MetricWriter:
@@ -145,7 +144,7 @@ def create_default_writer(
     [
       LoggingWriter(),
       TensorBoardWriter(logdir),
-      JsonlWriter(os.path.join(logdir, METRICS_FILENAME), start_step),
+      JsonlWriter(workdir_lib.path(logdir, workdir_lib.METRICS), start_step),
     ]
   )
 

@@ -1,7 +1,8 @@
 """The optimizer: optax transformations, learning-rate schedules, decay mask.
 
-Built from the `optimizer` config and config.freeze; the trainer asks for it
-once, with the run's length, which sets the schedule.
+Built from the `optimizer` config (and the model's whitened stem, which never
+trains); the trainer asks for it once, with the run's length, which sets the
+schedule.
 """
 
 import re
@@ -39,6 +40,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'unknown optimizer.schedule {config.schedule!r}; known: '
       f'{", ".join(SCHEDULES)}'
     )
+  check_regex(config.freeze, 'optimizer.freeze')
   if config.name == 'adam' and config.weight_decay:
     raise UsageError(
       'optimizer adam has no weight decay: use optimizer.name=adamw'
@@ -73,17 +75,18 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-# The whitened stem (whitening.py), frozen with config.whiten_stem: its
+# The whitened stem (whitening.py), frozen with model.whiten_stem: its
 # kernel, and its bias, which the BatchNorm after it cancels (so no gradient
 # flows into the stem at all).
 WHITENED_STEM = '^stem/'
 
 
 def frozen_pattern(config: ml_collections.ConfigDict) -> str:
-  """The regex of parameters that never train: config.freeze, and the
-  whitened stem's kernel when config.whiten_stem."""
-  patterns = [config.freeze] if config.freeze else []
-  if config.whiten_stem:
+  """The regex of parameters that never train: optimizer.freeze, and the
+  whitened stem when model.whiten_stem."""
+  freeze = config.optimizer.freeze
+  patterns = [freeze] if freeze else []
+  if config.model.get('whiten_stem'):
     patterns.append(WHITENED_STEM)
   return '|'.join(f'(?:{p})' for p in patterns)
 
@@ -151,7 +154,7 @@ def create_optimizer(
   Args:
     config: the `optimizer` group.
     num_steps: the run's length, which sets the schedule.
-    freeze: config.freeze, a regex of parameter paths never updated.
+    freeze: `frozen_pattern`, a regex of parameter paths never updated.
   """
   tx = OPTIMIZERS[config.name](
     learning_rate_schedule(config, num_steps), config, decay_mask

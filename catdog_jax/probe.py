@@ -4,7 +4,8 @@ The frozen backbone (config.model.init_from) runs once over each split; its
 pooled features are cached in the workdir; a logistic-regression head is
 fitted on them in seconds (config.probe). The head is written into the
 model's own `logit` layer and saved as a checkpoint, so predict, eval and
-the report use the whole model as after any training run.
+the report use the whole model as after any training run. The run opens and
+closes as a training run does (`run.py`).
 """
 
 import functools
@@ -20,20 +21,24 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from catdog_jax import checkpointing
-from catdog_jax import dataset
-from catdog_jax import evaluate
-from catdog_jax import input_pipeline
-from catdog_jax import pretrained
-from catdog_jax import report
+from catdog_jax import fileio
+from catdog_jax import losses
+from catdog_jax import run as run_lib
 from catdog_jax import state as state_lib
-from catdog_jax import train
 from catdog_jax import workdir as workdir_lib
+from catdog_jax.data import input_pipeline
 from catdog_jax.errors import UsageError
-
-FEATURES = 'features_{}.npz'
+from catdog_jax.evaluation import evaluate
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError unless the probe can run with `config`."""
+  if config.probe.steps < 1:
+    raise UsageError(
+      f'probe.steps must be at least 1, got {config.probe.steps}'
+    )
+  if config.probe.l2 < 0:
+    raise UsageError(f'probe.l2 must be >= 0, got {config.probe.l2}')
   if not config.model.get('init_from'):
     raise UsageError('config.probe needs pretrained weights: model.init_from')
   if jax.process_count() > 1:
@@ -66,7 +71,7 @@ def extract_features(state, examples, source, config) -> np.ndarray:
 def cached_features(workdir, split, examples, state, source, config):
   """extract_features, read from the workdir when computed before for the
   same images, image size and checkpoint file."""
-  path = os.path.join(workdir, FEATURES.format(split))
+  path = workdir_lib.path(workdir, workdir_lib.FEATURES.format(split))
   keys = np.array([e.key for e in examples], dtype=str)
   stamp = np.array([config.model.init_sha256, str(config.data.image_size)])
   if os.path.exists(path):
@@ -80,31 +85,30 @@ def cached_features(workdir, split, examples, state, source, config):
   features = extract_features(state, examples, source, config)
   logging.info('%s features: %d images in %.1f s.', split, len(examples),
                time.time() - started)  # fmt: skip
-  temp = path + '.tmp.npz'
-  np.savez(temp, keys=keys, stamp=stamp, features=features)
-  os.replace(temp, path)
+  with fileio.atomic_write(path, 'wb') as f:
+    np.savez(f, keys=keys, stamp=stamp, features=features)
   return features
 
 
-def fit_head(features, labels, config, steps: int = 1000):
+def fit_head(features, labels, config):
   """Logistic regression on standardised features, folded back into a
   kernel and bias over the raw ones: (kernel [D, 1], bias [1]).
 
-  Full-batch Adam at config.optimizer.learning_rate, an L2 penalty of
-  config.optimizer.weight_decay, the config's label smoothing.
+  probe.steps of full-batch Adam at probe.learning_rate, an L2 penalty of
+  probe.l2, the config's label smoothing.
   """
   x = jnp.asarray(features, jnp.float32)
   mean, std = x.mean(0), x.std(0) + 1e-6
   x = (x - mean) / std
   labels = jnp.asarray(labels)
-  decay = config.optimizer.weight_decay
+  l2 = config.probe.l2
 
   def loss_fn(params):
     logits = x @ params['w'] + params['b']
-    loss = train.binary_cross_entropy(logits, labels, config.label_smoothing)
-    return loss.mean() + 0.5 * decay * jnp.sum(params['w'] ** 2)
+    loss = losses.binary_cross_entropy(logits, labels, config.label_smoothing)
+    return loss.mean() + 0.5 * l2 * jnp.sum(params['w'] ** 2)
 
-  tx = optax.adam(config.optimizer.learning_rate)
+  tx = optax.adam(config.probe.learning_rate)
 
   def step(carry, _):
     params, opt_state = carry
@@ -113,7 +117,9 @@ def fit_head(features, labels, config, steps: int = 1000):
     return (optax.apply_updates(params, updates), opt_state), None
 
   params = {'w': jnp.zeros(x.shape[1]), 'b': jnp.zeros(())}
-  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, steps)
+  (params, _), _ = jax.lax.scan(
+    step, (params, tx.init(params)), None, config.probe.steps
+  )
   kernel = params['w'] / std
   bias = params['b'] - jnp.sum(params['w'] * mean / std)
   return np.asarray(kernel)[:, None], np.asarray(bias)[None]
@@ -125,27 +131,21 @@ def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
   Returns:
     The train state with the fitted head.
   """
-  started = time.time()
-  train.check_config(config)
   check_config(config)
-  workdir = os.path.abspath(workdir)
-  config, init_path = pretrained.checked_config(config)
-  workdir_lib.check_same_run(workdir, config.to_dict())
-  os.makedirs(workdir, exist_ok=True)
-  cache = os.path.join(workdir, dataset.CACHE_FILENAME)
-  source, splits, data_report = dataset.load_splits(config.data, cache)
-
+  run = run_lib.open_run(config, workdir, provenance)
+  config = run.config
   state = jax.jit(
     functools.partial(state_lib.create_train_state, config=config, num_steps=1)
   )(jax.random.key(config.seed))
-  state = pretrained.load_into_state(state, config.model, init_path)
+  state = state_lib.load_pretrained(state, config.model, run.init_path)
   features = {
-    split: cached_features(workdir, split, examples, state, source, config)
-    for split, examples in splits.items()
-  }
+    split: cached_features(run.workdir, split, examples, state, run.source,
+                           config)
+    for split, examples in run.splits.items()
+  }  # fmt: skip
   labels = {
     split: np.array([e.label for e in examples])
-    for split, examples in splits.items()
+    for split, examples in run.splits.items()
   }
   started_fit = time.time()
   kernel, bias = fit_head(features['train'], labels['train'], config)
@@ -154,36 +154,24 @@ def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
   params['logit'] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
   state = state_lib.with_params(state, params)
 
-  results = {}
-  for split in ('val', 'test'):
-    logits = (features[split] @ kernel + bias)[:, 0].astype(np.float64)
-    predictions = evaluate.Predictions(splits[split], labels[split], logits)
-    results[split] = (predictions.metrics(), predictions)
+  predictions = {
+    split: evaluate.Predictions(
+      run.splits[split],
+      labels[split],
+      (features[split] @ kernel + bias)[:, 0].astype(np.float64),
+    )
+    for split in ('val', 'test')
+  }
+  val_metrics = predictions['val'].metrics()
   step = 1
   manager = checkpointing.create_checkpoint_manager(
-    workdir, config.checkpoints_to_keep
+    run.workdir, config.checkpoints_to_keep
   )
   manager.save(
     step,
     args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-    metrics={checkpointing.BEST_METRIC: results['val'][0]['accuracy']},
+    metrics={checkpointing.BEST_METRIC: val_metrics['accuracy']},
   )
   manager.wait_until_finished()
-
-  write = workdir_lib.write_json
-  write(workdir_lib.path(workdir, workdir_lib.CONFIG), config.to_dict())
-  write(workdir_lib.path(workdir, workdir_lib.DATA_REPORT), data_report)
-  write(workdir_lib.path(workdir, workdir_lib.EVAL_VAL), results['val'][0])
-  test_metrics, predictions = results['test']
-  write(
-    workdir_lib.path(workdir, workdir_lib.EVAL_TEST),
-    test_metrics | {'step': step},
-  )
-  write(
-    workdir_lib.path(workdir, workdir_lib.RUN),
-    train.run_record(provenance, started, 0),
-  )
-  report.write_predictions(workdir, predictions)
-  path = report.write_run_report(workdir, config, state, source, step)
-  logging.info('Test:\n%s\nReport: %s', predictions.report(), path)
+  run_lib.finish_run(run, state, step, 0, val_metrics, predictions['test'])
   return state

@@ -15,6 +15,7 @@ from flax.training import train_state
 
 from catdog_jax import models
 from catdog_jax import optimizer
+from catdog_jax.models import pretrained
 
 
 class TrainState(train_state.TrainState):
@@ -38,7 +39,7 @@ def create_train_state(
   any array's shape, so restoring for inference may pass any value.
   """
   model = models.create_model(
-    config.model, jnp.dtype(config.dtype), config.freeze
+    config.model, jnp.dtype(config.dtype), config.optimizer.freeze
   )
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -75,3 +76,14 @@ def abstract_state(config: ml_collections.ConfigDict, sharding) -> TrainState:
   return jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
   )
+
+
+def load_pretrained(state: TrainState, config, path: str) -> TrainState:
+  """The fresh `state` with the checkpoint file's params and statistics
+  (`config`: the `model` group), placed as the state's were."""
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  shardings = jax.tree.map(lambda x: x.sharding, variables)
+  merged = pretrained.load_variables(config, jax.device_get(variables), path)
+  merged = jax.device_put(merged, shardings)
+  state = state.replace(batch_stats=merged['batch_stats'])
+  return with_params(state, merged['params'])

@@ -6,9 +6,9 @@ negations, as a fixed conv. Its bias stays at zero too: the BatchNorm after
 the stem would cancel it. Nothing in the stem trains, so no gradient flows
 into it: the first layer, the slowest per FLOP on a CPU, runs forward only,
 and a high-resolution stem (with `model.stem_pool`) costs little. Switched
-on by config.whiten_stem for the `resnet` model (its `stem` conv); the
+on by model.whiten_stem for the `resnet` model (its `stem` conv); the
 kernel is a parameter, so checkpoints hold it and a resumed run restores
-it.
+it. The patches come from NUM_IMAGES training images spread over the split.
 """
 
 import jax
@@ -17,25 +17,29 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from catdog_jax import evaluate
-from catdog_jax import input_pipeline
-from catdog_jax import models
 from catdog_jax import state as state_lib
+from catdog_jax.data import dataset
+from catdog_jax.data import input_pipeline
 from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import evaluate
+from catdog_jax.models import resnet
 
-NUM_IMAGES = 512  # The first training images, in index order.
+NUM_IMAGES = 512  # Training images spread over the split (dataset.spread).
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  if config.whiten_stem and config.model.name != 'resnet':
+  """Raises UsageError unless the `model` config can whiten its stem."""
+  if not config.get('whiten_stem'):
+    return
+  if config.name != 'resnet':
     raise UsageError(
-      f'whiten_stem works with model resnet (its 3x3 stem), not '
-      f'{config.model.name!r}'
+      f'model.whiten_stem works with model resnet (its 3x3 stem), not '
+      f'{config.name!r}'
     )
-  if config.whiten_stem and config.model.widths[0] % 2:
+  if config.widths[0] % 2:
     raise UsageError(
-      'whiten_stem needs an even stem width (eigenvectors and their '
-      f'negations), got model.widths[0]={config.model.widths[0]}'
+      'model.whiten_stem needs an even stem width (eigenvectors and their '
+      f'negations), got model.widths[0]={config.widths[0]}'
     )
 
 
@@ -65,9 +69,11 @@ def whitening_kernel(images: np.ndarray, features: int, stride: int):
 
 def whiten_stem(state, examples, source, config: ml_collections.ConfigDict):
   """The fresh train state with its stem kernel computed from `examples`."""
-  sample = input_pipeline.load_all(examples[:NUM_IMAGES], source, config.data)
+  sample = input_pipeline.load_all(
+    dataset.spread(examples, NUM_IMAGES), source, config.data
+  )
   images = np.asarray(evaluate.preprocess(sample['image']))
-  strides = config.model.get('stem_strides', models.ResNet.stem_strides)
+  strides = config.model.get('stem_strides', resnet.ResNet.stem_strides)
   kernel = whitening_kernel(images, config.model.widths[0], strides)
   logging.info('Whitened the stem on the patches of %d images.', len(images))
   params = dict(state.params)

@@ -1,37 +1,150 @@
-"""What a workdir holds: its file names, JSON in and out of it, and which
-settings a relaunch on it may change."""
+"""What a workdir holds: the name of every file in it, how a config.json
+written by an earlier version reads today, and which settings a relaunch on
+it may change."""
 
 import json
 import os
 
+from catdog_jax import fileio
 from catdog_jax.errors import UsageError
 
-CONFIG = 'config.json'
-DATA_REPORT = 'data_report.json'
+# Every file and folder a workdir holds, by what writes it.
+CONFIG = 'config.json'  # The run's settings (train, probe).
+DATA_REPORT = 'data_report.json'  # What indexing found (train, audit).
+INDEX_CACHE = 'index_cache.json'  # Per-file index records, reused.
+CHECKPOINTS = 'checkpoints'  # orbax checkpoints, one folder per step.
+QUARANTINE = 'checkpoints_unrestorable'  # Checkpoints that would not restore.
+METRICS = 'metrics.jsonl'  # Every logged scalar, one JSON line per step.
 EVAL_VAL = 'eval_val.json'
 EVAL_TEST = 'eval_test.json'
-REPORT = 'report.md'
+PREDICTIONS_TEST = 'predictions_test.csv'  # Every test image's logit.
 RUN = 'run.json'  # The command, date, wall time and hardware of the run.
-
-
-def write_json(path: str, value) -> None:
-  """Writes atomically: a reader (another process, a relaunch after a
-  crash) sees the old file or the new one, never half of one."""
-  temporary = f'{path}.tmp'
-  with open(temporary, 'w') as f:
-    json.dump(value, f, indent=2)
-    f.write('\n')
-  os.replace(temporary, path)
-
-
-def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+REPORT = 'report.md'
+PLOTS = 'plots'
+FEATURES = 'features_{}.npz'  # Probe runs: the backbone's features by split.
+PREDICTIONS = 'predictions.csv'  # --mode=predict's default output.
+EVAL_FOLDER = 'eval_folder.json'  # --mode=eval's default output.
 
 
 def path(workdir: str, name: str) -> str:
   return os.path.join(workdir, name)
 
+
+# --- Configs written by earlier versions --------------------------------------
+
+# Fields that moved: the old dotted name -> today's.
+RENAMED_FIELDS = {
+  'eval_flip': 'eval.flip',
+  'eval_translate': 'eval.translate',
+  'recalibrate_bn_batches': 'eval.recalibrate_bn_batches',
+  'freeze': 'optimizer.freeze',
+  'whiten_stem': 'model.whiten_stem',
+  'probe': 'probe.enabled',
+}
+# Fields added after the first version, with the value that behaves as that
+# version did (every switch off). A config.json that lacks one gets it.
+# Fields of the `model` group are not here: it is restored as saved, and
+# its fields follow its model.
+ADDED_FIELDS = {
+  'label_smoothing': 0.0,
+  'ema_decay': 0.0,
+  'progressive_sizes': [],
+  'eval.flip': False,
+  'eval.translate': 0,
+  'eval.recalibrate_bn_batches': 0,
+  'probe.enabled': False,
+  'probe.steps': 1000,
+  'probe.learning_rate': 0.01,
+  'probe.l2': 1e-3,
+  'data.source': 'folder',
+  'data.name': 'cats_vs_dogs',
+  'data.tfds_split': 'train',
+  'data.tfds_data_dir': None,
+  'data.download_dir': None,
+  'data.download_url': None,
+  'data.download_sha256': None,
+  'data.device_prefetch': 2,
+  'data.cache': False,
+  'data.max_pixels': 50_000_000,
+  'data.near_duplicate_bits': 4,
+  'augment.crop_min_area': 1.0,
+  'augment.flip': False,
+  'augment.brightness': 0.0,
+  'augment.contrast': 0.0,
+  'augment.saturation': 0.0,
+  'optimizer.schedule': 'constant',
+  'optimizer.warmup_steps': 0,
+  'optimizer.weight_decay': 0.0,
+  'optimizer.momentum': 0.9,
+  'optimizer.grad_clip_norm': 0.0,
+  'optimizer.lr_multipliers': [],
+  'optimizer.freeze': '',
+}
+# Off values that earlier versions wrote as None.
+_EARLIER_OFF_VALUES = {
+  'ema_decay': 0.0,
+  'augment.crop_min_area': 1.0,
+  'optimizer.grad_clip_norm': 0.0,
+}
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def unflatten(flat: dict) -> dict:
+  """{'a.b': 1} -> {'a': {'b': 1}}."""
+  tree = {}
+  for key, value in flat.items():
+    *groups, leaf = key.split('.')
+    node = tree
+    for group in groups:
+      node = node.setdefault(group, {})
+    node[leaf] = value
+  return tree
+
+
+def upgrade(saved: dict) -> dict:
+  """A config.json of any version, in today's shape: renamed fields moved,
+  fields added since filled in (`ADDED_FIELDS`), earlier Nones as today's
+  off values."""
+  flat = {}
+  for key, value in flatten(saved).items():
+    key = RENAMED_FIELDS.get(key, key)
+    # Only a whitened model names the field; other models lack it.
+    if key == 'model.whiten_stem' and not value:
+      continue
+    flat[key] = value
+  for key, value in ADDED_FIELDS.items():
+    flat.setdefault(key, value)
+  for key, off in _EARLIER_OFF_VALUES.items():
+    if flat.get(key, off) is None:
+      flat[key] = off
+  return unflatten(flat)
+
+
+def read_config(workdir: str) -> dict:
+  """The workdir's config.json, upgraded to today's shape.
+
+  Raises:
+    UsageError: if there is none, or it is not valid JSON.
+  """
+  config_path = path(workdir, CONFIG)
+  if not os.path.exists(config_path):
+    raise UsageError(
+      f'{config_path} is missing: is {workdir!r} a training workdir?'
+    )
+  return upgrade(fileio.read_json(config_path))
+
+
+# --- Relaunching on a workdir -------------------------------------------------
 
 # Settings a relaunch on an existing workdir may change: they shape no array
 # of the state and change nothing the model learns from (the data's order is
@@ -55,55 +168,18 @@ RESUMABLE_CHANGES = frozenset(
     'model.init_sha256',
   }
 )
-# Off values that earlier versions wrote as None.
-_EARLIER_OFF_VALUES = {
-  'ema_decay': 0.0,
-  'augment.crop_min_area': 1.0,
-  'optimizer.grad_clip_norm': 0.0,
-}
-
-
-def with_defaults(saved: dict, defaults: dict) -> dict:
-  """A workdir's saved config with the fields added since it was written
-  taken from `defaults` (base.py: every switch off), so older runs restore.
-  The `model` group is the saved one as it is: its fields follow its model.
-  """
-  merged = dict(saved)
-  for key, value in defaults.items():
-    if key not in merged:
-      merged[key] = value
-    elif isinstance(value, dict) and key != 'model':
-      merged[key] = with_defaults(merged[key], value)
-  return merged
-
-
-def flatten(tree: dict, prefix: str = '') -> dict:
-  """{'a': {'b': 1}} -> {'a.b': 1}."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
-def _comparable(config: dict) -> dict:
-  """Flat, with tuples as lists (as JSON keeps them) and earlier Nones."""
-  flat = json.loads(json.dumps(flatten(config)))
-  for key, off in _EARLIER_OFF_VALUES.items():
-    if key in flat and flat[key] is None:
-      flat[key] = off
-  return flat
 
 
 def config_changes(saved: dict, config: dict) -> list[str]:
   """'key saved -> new' for each setting that may not change on resume.
 
-  Settings present in only one of the two (added or removed by a newer
-  version of the code) are not compared.
+  Both are compared in today's shape (`upgrade`), with tuples as lists (as
+  JSON keeps them). A field only one of them has (a model field added
+  since, with its default) is not compared.
   """
-  saved, config = _comparable(saved), _comparable(config)
+  saved, config = (
+    json.loads(json.dumps(flatten(upgrade(c)))) for c in (saved, config)
+  )
   return [
     f'{key} {saved[key]!r} -> {config[key]!r}'
     for key in sorted(saved.keys() & config.keys())
@@ -120,7 +196,7 @@ def check_same_run(workdir: str, config: dict) -> None:
   saved_path = path(workdir, CONFIG)
   if not os.path.exists(saved_path):
     return
-  changes = config_changes(read_json(saved_path), config)
+  changes = config_changes(fileio.read_json(saved_path), config)
   if changes:
     raise UsageError(
       f'{workdir} holds a run with other settings ({"; ".join(changes)}): '

@@ -1,30 +1,42 @@
-"""The accuracy recipe that the tuned configs share, chosen on validation.
+"""The recipes the tuned configs share, each setting its fields once.
 
-Each variant config is `base.get_config()`, then `apply_recipe` (and
-`resnet` where it trains the ResNet), then its own overrides. Variants never
-import one another, so a change here reaches every tuned config and nothing
-else; what each of these settings does is in configs/base.py, and what it
-was worth in the README's tables.
+A variant config is `base.get_config()`, then one of the `apply_*` recipes
+below with the values it chooses, then nothing else or a few fields of its
+own that no recipe sets. Variants never import one another; what each field
+does is in configs/base.py, and how the values were chosen in
+docs/experiments.md.
 """
 
 import ml_collections
 
 
-def apply_recipe(config: ml_collections.ConfigDict) -> None:
-  """Augmentation on the device, AdamW with warm-up and cosine, and TTA."""
+def apply_recipe(
+  config: ml_collections.ConfigDict,
+  *,
+  crop_min_area: float,
+  color_jitter: float,
+  learning_rate: float,
+  warmup_steps: int,
+  optimizer: str = 'adamw',
+  weight_decay: float = 0.05,
+) -> None:
+  """Augmentation on the device, an optimizer with warm-up and cosine
+  decay, label smoothing, clipping and flip test-time augmentation."""
   config.label_smoothing = 0.1
-  config.eval_flip = True
+  config.eval.flip = True
   config.data.cache = True
 
-  config.augment.crop_min_area = 0.6
+  config.augment.crop_min_area = crop_min_area
   config.augment.flip = True
-  config.augment.brightness = 0.1
-  config.augment.contrast = 0.1
-  config.augment.saturation = 0.1
+  config.augment.brightness = color_jitter
+  config.augment.contrast = color_jitter
+  config.augment.saturation = color_jitter
 
-  config.optimizer.name = 'adamw'
+  config.optimizer.name = optimizer
+  config.optimizer.learning_rate = learning_rate
   config.optimizer.schedule = 'warmup_cosine'
-  config.optimizer.weight_decay = 0.05
+  config.optimizer.warmup_steps = warmup_steps
+  config.optimizer.weight_decay = weight_decay
   config.optimizer.grad_clip_norm = 1.0
 
 
@@ -33,8 +45,9 @@ def resnet(
   widths: tuple[int, ...],
   stem_strides: int = 2,
   stem_pool: bool = False,
+  whiten_stem: bool = False,
 ) -> ml_collections.ConfigDict:
-  """A `model` config for models.ResNet."""
+  """A `model` config for models.resnet.ResNet."""
   return ml_collections.ConfigDict(
     {
       'name': 'resnet',
@@ -42,48 +55,65 @@ def resnet(
       'widths': widths,
       'stem_strides': stem_strides,
       'stem_pool': stem_pool,
+      'whiten_stem': whiten_stem,
     }
   )
 
 
-def apply_cpu_recipe(config: ml_collections.ConfigDict) -> None:
-  """The common recipe as the CPU configs run it: the half-width ResNet-10
-  with a whitened, pooled stem, 96 to 160 px, lighter augmentation, a
-  higher learning rate and shifted copies in the test-time augmentation
-  (measured in the README's accuracy section)."""
-  apply_recipe(config)
+def apply_cpu_recipe(
+  config: ml_collections.ConfigDict,
+  *,
+  num_epochs: int,
+  learning_rate: float,
+  eval_translate: int,
+) -> None:
+  """The CPU configs' recipe: the half-width ResNet-10 with a whitened,
+  pooled stem, trained at 96 to 160 px and evaluated at 160."""
+  apply_recipe(
+    config,
+    crop_min_area=0.8,
+    color_jitter=0.0,
+    learning_rate=learning_rate,
+    warmup_steps=200,
+  )
+  config.num_epochs = num_epochs
   config.batch_size = 64
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
   config.data.image_size = 160
   config.progressive_sizes = (96, 112, 128, 128, 160, 160)
-  config.model = resnet((1, 1, 1, 1), (32, 64, 128, 256), stem_pool=True)
-  config.whiten_stem = True
-  config.augment.crop_min_area = 0.8
-  config.augment.brightness = 0.0
-  config.augment.contrast = 0.0
-  config.augment.saturation = 0.0
-  config.optimizer.learning_rate = 1.2e-2
-  config.optimizer.warmup_steps = 200
-  config.eval_translate = 3
+  config.model = resnet(
+    (1, 1, 1, 1), (32, 64, 128, 256), stem_pool=True, whiten_stem=True
+  )
+  config.eval.translate = eval_translate
 
 
-def apply_finetune(config: ml_collections.ConfigDict) -> None:
-  """The common recipe, shortened for fine-tuning at 224 px."""
-  apply_recipe(config)
+def apply_finetune(
+  config: ml_collections.ConfigDict, *, model, learning_rate: float, **optim
+) -> None:
+  """The common recipe, shortened for fine-tuning `model` (a `pretrained`
+  config) at 224 px; `optim`: apply_recipe's optimizer and weight_decay."""
+  apply_recipe(
+    config,
+    crop_min_area=0.6,
+    color_jitter=0.1,
+    learning_rate=learning_rate,
+    warmup_steps=100,
+    **optim,
+  )
+  config.model = model
   config.batch_size = 32
   config.num_epochs = 2
   config.eval_every_steps = 250
   config.checkpoint_every_steps = 250
   config.data.image_size = 224
-  config.optimizer.warmup_steps = 100
 
 
 def pretrained(
   name: str, init_from: str, **fields
 ) -> ml_collections.ConfigDict:
-  """A `model` config for a backbone of backbones.py loading `init_from`
-  (a file or hf-hub:timm/NAME), its head fresh."""
+  """A `model` config for a backbone of models/backbones.py loading
+  `init_from` (a file or hf-hub:timm/NAME), its head fresh."""
   return ml_collections.ConfigDict(
     {
       'name': name,

@@ -6,15 +6,12 @@ Command:
   (--config.model.init_from=FILE.safetensors for a file already downloaded)
 
 Every layer trains, the fresh one-logit head at 10x the learning rate;
-AdamW 1e-4 with warm-up and cosine, the common recipe's augmentation and
-flip test-time augmentation, 2 epochs, batch 32.
+AdamW 1e-4, 2 epochs, batch 32.
 
 Measured 2026-11-25, 2-core Intel Xeon VM (CPU only), random weights of the
-same shapes: train step 3.3
-images/s, evaluation (with the flip) 9.6 images/s: 2 epochs of kaggle200
-(16,000 training photos) would take about 2.7 hours; a GPU config.
-Accuracy: not measured here (no network to fetch the weights). Anchors:
-README, "Pretrained backbones".
+same shapes: 3.3 images/s for the train step, so about 2.7 hours for 2
+epochs of kaggle200: a GPU config. Accuracy: not measured here (no network
+to fetch the weights); docs/pretrained.md.
 """
 
 import ml_collections
@@ -26,13 +23,15 @@ from configs import common
 def get_config() -> ml_collections.ConfigDict:
   """timm's ResNet-50 fine-tuned whole, 2 epochs at 224 px."""
   config = base.get_config()
-  common.apply_finetune(config)
-  config.model = common.pretrained(
-    'resnet50',
-    'hf-hub:timm/resnet50.a1_in1k',
-    stage_sizes=(3, 4, 6, 3),
-    normalize='imagenet',
+  common.apply_finetune(
+    config,
+    model=common.pretrained(
+      'resnet50',
+      'hf-hub:timm/resnet50.a1_in1k',
+      stage_sizes=(3, 4, 6, 3),
+      normalize='imagenet',
+    ),
+    learning_rate=1e-4,
   )
-  config.optimizer.learning_rate = 1e-4
   config.optimizer.lr_multipliers = (('^logit/', 10.0),)
   return config

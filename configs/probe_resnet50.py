@@ -6,14 +6,12 @@ Command:
 
 No training steps: the frozen backbone runs once over every split at 224 px
 (features cached in the workdir), then a logistic-regression head is fitted
-on the 2,048 pooled features (1,000 full-batch Adam steps, L2 1e-3).
+on the 2,048 pooled features (probe.steps full-batch Adam steps).
 
 Measured 2026-11-25, 2-core Intel Xeon VM (CPU only), random weights of the
-same shapes: features
-19.0 images/s (kaggle200's 20,000 photos: about 18 min, once), the head's
-fit on 16,000 x 2,048 features 10 s.
-Accuracy: not measured here (no network to fetch the weights). Anchors:
-README, "Pretrained backbones".
+same shapes: features at 19.0 images/s (kaggle200's 20,000 photos: about
+18 min, once), the head's fit 10 s. Accuracy: not measured here (no network
+to fetch the weights); docs/pretrained.md.
 """
 
 import ml_collections
@@ -31,12 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     stage_sizes=(3, 4, 6, 3),
     normalize='imagenet',
   )
-  config.probe = True
-  config.freeze = '^(?!logit/)'  # Everything but the head.
+  config.probe.enabled = True
+  config.optimizer.freeze = '^(?!logit/)'  # Everything but the head.
   config.batch_size = 64
   config.data.image_size = 224
-  # The head's fit: Adam at this rate, this L2 penalty (probe.fit_head).
-  config.optimizer.name = 'adamw'
-  config.optimizer.learning_rate = 0.01
-  config.optimizer.weight_decay = 1e-3
   return config

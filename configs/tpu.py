@@ -7,9 +7,7 @@ Command (see notebooks/colab_tpu.ipynb):
 Convolutions and matrix products run in bfloat16; parameters, optimizer
 state, the loss and the metrics stay float32. The global batch of 256 is
 split over the 8 TPU cores. Not measured: no TPU has been lent to this
-project yet.
-Roofline (benchmarks/roofline.py, an estimate): 4.02 GFLOP and 212 MB per
-train image; a TPU v5e would train 3,857 to 49,007 images/s.
+project yet (docs/performance.md has its roofline estimate).
 """
 
 import ml_collections

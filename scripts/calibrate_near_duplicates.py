@@ -19,10 +19,11 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from catdog_jax import dataset
-from catdog_jax import duplicates
-from catdog_jax import images
-from catdog_jax import sources
+from catdog_jax import workdir
+from catdog_jax.data import dataset
+from catdog_jax.data import duplicates
+from catdog_jax.data import images
+from catdog_jax.data import sources
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/base.py', 'Base config.')
@@ -56,7 +57,7 @@ def main(argv):
   config = FLAGS.config.data
   source = sources.FolderSource(FLAGS.root)
   keys, _ = source.list_keys()
-  cache = FLAGS.workdir and os.path.join(FLAGS.workdir, dataset.CACHE_FILENAME)
+  cache = FLAGS.workdir and os.path.join(FLAGS.workdir, workdir.INDEX_CACHE)
   records = dataset.inspect_all(source, keys, config, cache)
   keys = [k for k in keys if 'phash' in records[k]]
   hashes = [int(records[k]['phash'], 16) for k in keys]

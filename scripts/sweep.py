@@ -24,8 +24,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from catdog_jax import plots
+from catdog_jax import fileio
 from catdog_jax import workdir as workdir_lib
+from catdog_jax.evaluation import plots
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Base config file.')
@@ -89,13 +90,11 @@ def train_one(point, base_args, sweep_dir) -> dict:
       with open(os.path.join(run_dir, ERROR_LOG), 'w') as f:
         f.write(result.stderr)
       return {**point, 'status': 'failed'}
-    workdir_lib.write_json(
-      info_path, {'train_seconds': time.perf_counter() - start}
-    )
-  test = workdir_lib.read_json(workdir_lib.path(run_dir, workdir_lib.EVAL_TEST))
+    fileio.write_json(info_path, {'train_seconds': time.perf_counter() - start})
+  test = fileio.read_json(workdir_lib.path(run_dir, workdir_lib.EVAL_TEST))
   val_path = workdir_lib.path(run_dir, workdir_lib.EVAL_VAL)
-  val = workdir_lib.read_json(val_path) if os.path.exists(val_path) else {}
-  seconds = workdir_lib.read_json(info_path)['train_seconds']
+  val = fileio.read_json(val_path) if os.path.exists(val_path) else {}
+  seconds = fileio.read_json(info_path)['train_seconds']
   return {
     **point, 'status': 'done', 'val_accuracy': val.get('accuracy', ''),
     **{m: test[m] for m in METRICS}, 'train_seconds': round(seconds, 1),

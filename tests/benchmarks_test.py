@@ -1,18 +1,17 @@
 """The benchmark harness runs and prints its JSON line (tiny settings)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from catdog_jax import train
-from tests import conftest
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.REPO
 TINY = [
   '--config=configs/base.py',
   '--config.data.image_size=32',
@@ -126,7 +125,7 @@ def test_device_measurement_prints_rows_to_paste(flat_dataset):
 def test_eval_sizes_evaluates_each_size_as_trained_and_recalibrated(
   flat_dataset, tmp_path
 ):
-  config = conftest.tiny_recipe_config(
+  config = helpers.tiny_recipe_config(
     flat_dataset, num_train_steps=10, ema_decay=0.0
   )
   train.train_and_evaluate(config, tmp_path)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from catdog_jax import classes
-from catdog_jax import metrics
+from catdog_jax.evaluation import metrics
 
 
 def test_a_logit_of_zero_is_a_dog_as_p_of_one_half_is():

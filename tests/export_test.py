@@ -17,10 +17,11 @@ from jax import export
 from jax.extend import core
 from jax.interpreters import mlir
 
-from catdog_jax import evaluate
 from catdog_jax import mesh
+from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax import train
+from catdog_jax.evaluation import evaluate
 from tests import configs_test
 
 PLATFORMS = ('cuda', 'tpu')
@@ -34,7 +35,7 @@ def small_config(name: str):
   config.batch_size = BATCH
   if config.progressive_sizes:
     config.progressive_sizes = (SIZE // 2, SIZE)
-  train.check_config(config)
+  settings.check_config(config)
   return config
 
 

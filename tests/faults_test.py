@@ -19,11 +19,12 @@ import pytest
 from catdog_jax import checkpointing
 from catdog_jax import state as state_lib
 from catdog_jax import train
+from catdog_jax import workdir
 from catdog_jax.errors import CheckpointError
 from catdog_jax.errors import DivergenceError
-from tests import conftest
+from tests import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.REPO
 LONG_RUN = {
   'num_train_steps': 600,
   'checkpoint_every_steps': 50,
@@ -48,7 +49,7 @@ def read_json(workdir, name):
 def long_straight_log_loss(flat_dataset, tmp_path_factory):
   """Test log-loss of the long run, never interrupted."""
   workdir = tmp_path_factory.mktemp('straight')
-  result = run_main(conftest.tiny_flags(flat_dataset, **LONG_RUN), workdir)
+  result = run_main(helpers.tiny_flags(flat_dataset, **LONG_RUN), workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   return read_json(workdir, 'eval_test.json')['log_loss']
 
@@ -74,7 +75,7 @@ def start_and_kill_after_first_checkpoint(flags, workdir, sig):
 def test_kill_then_relaunch_ends_like_a_straight_run(
   sig, flat_dataset, tmp_path, long_straight_log_loss
 ):
-  flags = conftest.tiny_flags(flat_dataset, **LONG_RUN)
+  flags = helpers.tiny_flags(flat_dataset, **LONG_RUN)
   returncode, stderr = start_and_kill_after_first_checkpoint(
     flags, str(tmp_path), sig
   )
@@ -112,14 +113,14 @@ def test_torn_newest_checkpoint_is_moved_aside(
 ):
   torn = str(tmp_path / 'torn')
   train.train_and_evaluate(
-    conftest.tiny_config(flat_dataset, num_train_steps=20), torn
+    helpers.tiny_config(flat_dataset, num_train_steps=20), torn
   )
   tear(os.path.join(torn, 'checkpoints', '20'))
   state = train.train_and_evaluate(
-    conftest.tiny_config(flat_dataset, num_train_steps=30), torn
+    helpers.tiny_config(flat_dataset, num_train_steps=30), torn
   )
   assert int(state.step) == 30
-  moved = os.listdir(os.path.join(torn, checkpointing.QUARANTINE))
+  moved = os.listdir(os.path.join(torn, workdir.QUARANTINE))
   assert len(moved) == 1 and moved[0].startswith('20-')
   assert read_json(torn, 'eval_test.json')['log_loss'] == pytest.approx(
     straight_log_loss, rel=1e-6
@@ -127,7 +128,7 @@ def test_torn_newest_checkpoint_is_moved_aside(
 
 
 def test_no_restorable_checkpoint_stops_the_run(flat_dataset, tmp_path):
-  config = conftest.tiny_config(flat_dataset, num_train_steps=20)
+  config = helpers.tiny_config(flat_dataset, num_train_steps=20)
   train.train_and_evaluate(config, str(tmp_path))
   for step in ('10', '20'):
     tear(os.path.join(tmp_path, 'checkpoints', step))
@@ -135,14 +136,14 @@ def test_no_restorable_checkpoint_stops_the_run(flat_dataset, tmp_path):
     CheckpointError, match='no checkpoint in .* can be restored'
   ):
     train.train_and_evaluate(config, str(tmp_path))
-  moved = os.listdir(os.path.join(tmp_path, checkpointing.QUARANTINE))
+  moved = os.listdir(os.path.join(tmp_path, workdir.QUARANTINE))
   assert sorted(m.split('-')[0] for m in moved) == ['10', '20']
 
 
 def test_divergence_stops_before_saving_the_diverged_state(
   flat_dataset, tmp_path
 ):
-  config = conftest.tiny_config(
+  config = helpers.tiny_config(
     flat_dataset,
     num_train_steps=50,
     checkpoint_every_steps=1,

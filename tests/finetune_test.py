@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from catdog_jax import download
-from catdog_jax import predict
-from catdog_jax import pretrained
+from catdog_jax import fileio
 from catdog_jax import probe
+from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax import train
+from catdog_jax.evaluation import predict
+from catdog_jax.models import pretrained
 from configs import finetune_resnet50
 from configs import probe_resnet50
 
 torch = pytest.importorskip('torch')
 safetensors_torch = pytest.importorskip('safetensors.torch')
-from tests import torch_reference  # noqa: E402 - needs torch.
+from tests.models import torch_reference  # noqa: E402 - needs torch.
 
 TINY = {
   'model.stage_sizes': (1, 1, 1, 1),
@@ -76,7 +77,7 @@ def test_fine_tuning_freezes_what_it_should_and_resumes_exactly(
   """The residual stages frozen, stem and head trained; a relaunch after a
   preemption restores the checkpoint and ends as the straight run."""
   config = tiny(finetune_resnet50, folder_dataset, checkpoint_file,
-                freeze='^layer')  # fmt: skip
+                optimizer__freeze='^layer')  # fmt: skip
   state = train.train_and_evaluate(config, tmp_path)
   init_rng, _ = jax.random.split(jax.random.key(config.seed))
   fresh = state_lib.create_train_state(init_rng, config, num_steps=1)
@@ -94,7 +95,7 @@ def test_fine_tuning_freezes_what_it_should_and_resumes_exactly(
         assert not np.array_equal(value, start[path]), path
   with open(tmp_path / 'config.json') as f:
     saved = json.load(f)['model']
-  assert saved['init_sha256'] == download.file_sha256(checkpoint_file)
+  assert saved['init_sha256'] == fileio.sha256(checkpoint_file)
   with open(tmp_path / 'report.md') as f:
     assert saved['init_sha256'] in f.read()
 
@@ -145,6 +146,6 @@ def test_probe_needs_pretrained_weights(folder_dataset, tmp_path):
 def test_freeze_needs_a_model_that_can_freeze(folder_dataset, tmp_path):
   config = tiny(finetune_resnet50, folder_dataset, None)
   config.model = train.ml_collections.ConfigDict({'name': 'resnet'})
-  config.freeze = FROZEN
-  with pytest.raises(train.UsageError, match='cannot freeze'):
-    train.check_config(config)
+  config.optimizer.freeze = FROZEN
+  with pytest.raises(settings.UsageError, match='cannot freeze'):
+    settings.check_config(config)

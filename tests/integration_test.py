@@ -9,12 +9,13 @@ import shutil
 
 import pytest
 
-from catdog_jax import dataset
 from catdog_jax import train
+from catdog_jax import workdir
+from catdog_jax.data import dataset
 from configs import base
-from tests import conftest
+from tests import helpers
 
-KAGGLE200 = os.path.join(conftest.SHARED_DATA, 'kaggle200')
+KAGGLE200 = os.path.join(helpers.SHARED_DATA, 'kaggle200')
 
 pytestmark = [
   pytest.mark.slow,
@@ -27,7 +28,7 @@ pytestmark = [
 @pytest.fixture(scope='module')
 def index_cache(tmp_path_factory):
   """One index of the 20,000 photos, shared by this module's tests."""
-  return str(tmp_path_factory.mktemp('kaggle200') / dataset.CACHE_FILENAME)
+  return str(tmp_path_factory.mktemp('kaggle200') / workdir.INDEX_CACHE)
 
 
 def test_kaggle200_split_is_stratified_and_disjoint(index_cache):
@@ -52,7 +53,7 @@ def test_seed_cnn_trains_on_kaggle200(tmp_path, index_cache):
   config.batch_size = 16
   config.eval_every_steps = config.checkpoint_every_steps = 20
   if os.path.exists(index_cache):  # Written by the test above.
-    shutil.copy(index_cache, tmp_path / dataset.CACHE_FILENAME)
+    shutil.copy(index_cache, tmp_path / workdir.INDEX_CACHE)
   state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 40
   with open(tmp_path / 'eval_test.json') as f:

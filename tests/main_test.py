@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.REPO
 
 
 def run_main(*args, env=None, timeout=300):
@@ -44,7 +44,7 @@ def test_summary_shows_the_seed_table():
   ],
 )
 def test_bad_settings_stop_with_one_line(overrides, message, tmp_path):
-  flags = conftest.tiny_flags(str(tmp_path), **overrides)
+  flags = helpers.tiny_flags(str(tmp_path), **overrides)
   result = run_main(*flags, f'--workdir={tmp_path / "w"}')
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
@@ -53,17 +53,17 @@ def test_bad_settings_stop_with_one_line(overrides, message, tmp_path):
 
 
 def test_one_class_folder_stops_with_one_line(tmp_path):
-  conftest.write_dataset(tmp_path / 'data', 'folders', per_class=5)
+  helpers.write_dataset(tmp_path / 'data', 'folders', per_class=5)
   for path in (tmp_path / 'data' / 'Dogs').iterdir():
     path.unlink()
-  flags = conftest.tiny_flags(str(tmp_path / 'data'))
+  flags = helpers.tiny_flags(str(tmp_path / 'data'))
   result = run_main(*flags, f'--workdir={tmp_path / "w"}')
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'error: ' in result.stderr and 'holds no dog images' in result.stderr
 
 
 def test_batch_not_divisible_by_devices_stops(flat_dataset, tmp_path):
-  flags = conftest.tiny_flags(flat_dataset, batch_size=3)
+  flags = helpers.tiny_flags(flat_dataset, batch_size=3)
   result = run_main(
     *flags,
     f'--workdir={tmp_path}',
@@ -76,12 +76,12 @@ def test_batch_not_divisible_by_devices_stops(flat_dataset, tmp_path):
 def test_a_changed_config_stops_before_touching_checkpoints(
   flat_dataset, tmp_path, straight_log_loss
 ):
-  flags = conftest.tiny_flags(flat_dataset, num_train_steps=20)
+  flags = helpers.tiny_flags(flat_dataset, num_train_steps=20)
   first = run_main(*flags, f'--workdir={tmp_path}')
   assert first.returncode == 0, first.stderr[-3000:]
   checkpoints = sorted(os.listdir(tmp_path / 'checkpoints'))
 
-  changed = conftest.tiny_flags(
+  changed = helpers.tiny_flags(
     flat_dataset, num_train_steps=20, data__image_size=24
   )
   result = run_main(*changed, f'--workdir={tmp_path}')
@@ -95,7 +95,7 @@ def test_a_changed_config_stops_before_touching_checkpoints(
 
   # Extending the run is a change it accepts: it resumes, and ends as a
   # run of 30 steps that was never stopped (the same settings, in-process).
-  longer = conftest.tiny_flags(flat_dataset, num_train_steps=30)
+  longer = helpers.tiny_flags(flat_dataset, num_train_steps=30)
   result = run_main(*longer, f'--workdir={tmp_path}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resuming from checkpoint 20' in result.stderr
@@ -133,7 +133,7 @@ def test_a_bad_command_line_is_one_line(args, message, tmp_path):
 def trained_workdir(flat_dataset, tmp_path_factory):
   """A tiny trained workdir, trained by the CLI; its log is kept."""
   workdir = tmp_path_factory.mktemp('cli_trained')
-  result = run_main(*conftest.tiny_flags(flat_dataset), f'--workdir={workdir}')
+  result = run_main(*helpers.tiny_flags(flat_dataset), f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result.stderr
 
@@ -149,8 +149,8 @@ def test_the_training_log_is_the_projects_own_lines(trained_workdir):
 
 def test_eval_on_a_folder_without_labels_is_one_line(trained_workdir, tmp_path):
   workdir, _ = trained_workdir
-  image = conftest.synthetic_image(0, np.random.default_rng(0))
-  conftest.write_jpeg(str(tmp_path / 'photos' / 'a.jpg'), image)
+  image = helpers.synthetic_image(0, np.random.default_rng(0))
+  helpers.write_jpeg(str(tmp_path / 'photos' / 'a.jpg'), image)
   result = run_main('--mode=eval', f'--workdir={workdir}',
                     f'--images={tmp_path / "photos"}')  # fmt: skip
   assert_one_error_line(result, 'no labelled images in')

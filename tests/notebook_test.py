@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def load_notebook():
 
 def test_notebook_runs_on_cpu_with_a_tiny_config(flat_dataset, tmp_path):
   overrides = {
-    **conftest.TINY_OVERRIDES, 'num_train_steps': 4, 'eval_every_steps': 4
+    **helpers.TINY_OVERRIDES, 'num_train_steps': 4, 'eval_every_steps': 4
   }  # fmt: skip
   settings = (
     f"DATA_SOURCE = 'folder'\nDATA_ROOT = {flat_dataset!r}\n"

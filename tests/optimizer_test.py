@@ -7,7 +7,7 @@ import pytest
 
 from catdog_jax import optimizer
 from catdog_jax.errors import UsageError
-from tests import conftest
+from tests import helpers
 
 
 def test_weight_decay_spares_biases_and_norm_scales():
@@ -22,7 +22,7 @@ def test_weight_decay_spares_biases_and_norm_scales():
 
 
 def test_warmup_then_cosine_learning_rate(flat_dataset):
-  config = conftest.tiny_recipe_config(flat_dataset).optimizer
+  config = helpers.tiny_recipe_config(flat_dataset).optimizer
   # 5 warm-up steps, then a cosine over the remaining 100.
   schedule = optimizer.learning_rate_schedule(config, num_steps=105)
   np.testing.assert_allclose(
@@ -34,7 +34,7 @@ def test_warmup_then_cosine_learning_rate(flat_dataset):
 
 @pytest.mark.parametrize('clip, expected_norm', [(1.0, 1.0), (0.0, 100.0)])
 def test_grad_clip_norm_zero_turns_clipping_off(clip, expected_norm):
-  config = conftest.tiny_config('/data').optimizer
+  config = helpers.tiny_config('/data').optimizer
   config.update({'name': 'sgd', 'momentum': 0.0, 'learning_rate': 1.0})
   config.grad_clip_norm = clip
   tx = optimizer.create_optimizer(config, num_steps=10)
@@ -45,14 +45,14 @@ def test_grad_clip_norm_zero_turns_clipping_off(clip, expected_norm):
 
 
 def test_negative_clip_norm_is_refused():
-  config = conftest.tiny_config('/data').optimizer
+  config = helpers.tiny_config('/data').optimizer
   config.grad_clip_norm = -1.0
   with pytest.raises(UsageError, match='grad_clip_norm must be >= 0'):
     optimizer.check_config(config)
 
 
 def test_learning_rate_multipliers_and_freezing_scale_each_update():
-  config = conftest.base.get_config().optimizer
+  config = helpers.base.get_config().optimizer
   config.name, config.learning_rate = 'sgd', 0.1
   config.momentum = 0.0
   config.lr_multipliers = (('^logit/', 10.0), ('^layer', 0.5))
@@ -85,7 +85,7 @@ def test_frozen_parameters_get_no_gradient():
 
 
 def test_bad_multiplier_settings_are_refused():
-  config = conftest.base.get_config().optimizer
+  config = helpers.base.get_config().optimizer
   config.lr_multipliers = (('[', 2.0),)
   with pytest.raises(UsageError, match="optimizer.lr_multipliers: '\\[' is"):
     optimizer.check_config(config)

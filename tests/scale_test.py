@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.REPO
 TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
 RUN = {'num_train_steps': 30, 'eval_every_steps': 30}
 
@@ -44,14 +44,14 @@ def read_log_loss(workdir):
 @pytest.fixture(scope='module')
 def two_device_log_loss(flat_dataset, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('two_devices')
-  flags = conftest.tiny_flags(flat_dataset, **RUN)
+  flags = helpers.tiny_flags(flat_dataset, **RUN)
   result = run(command('main.py', *flags, f'--workdir={workdir}'), TWO_DEVICES)
   assert 'on 2 devices' in result.stderr
   return read_log_loss(workdir)
 
 
 def test_one_device_ends_like_two(flat_dataset, tmp_path, two_device_log_loss):
-  flags = conftest.tiny_flags(flat_dataset, **RUN)
+  flags = helpers.tiny_flags(flat_dataset, **RUN)
   result = run(command('main.py', *flags, f'--workdir={tmp_path}'))
   assert 'on 1 devices' in result.stderr
   assert read_log_loss(tmp_path) == pytest.approx(two_device_log_loss, rel=1e-3)
@@ -66,7 +66,7 @@ def free_port() -> int:
 def test_two_processes_end_like_two_devices(
   flat_dataset, tmp_path, two_device_log_loss
 ):
-  flags = conftest.tiny_flags(flat_dataset, **RUN)
+  flags = helpers.tiny_flags(flat_dataset, **RUN)
   address = f'localhost:{free_port()}'
   processes = [
     subprocess.Popen(
@@ -91,7 +91,7 @@ def test_two_processes_end_like_two_devices(
 
 def test_two_point_sweep_tabulates_and_resumes(flat_dataset, tmp_path):
   args = command(
-    'scripts/sweep.py', *conftest.tiny_flags(flat_dataset, **RUN),
+    'scripts/sweep.py', *helpers.tiny_flags(flat_dataset, **RUN),
     f'--workdir={tmp_path}', '--sweep=optimizer.learning_rate=0.001,0.003',
   )  # fmt: skip
   run(args)
@@ -115,7 +115,7 @@ def test_a_failed_sweep_point_fails_the_sweep(flat_dataset, tmp_path):
   which failed, and the sweep exits non-zero with one line."""
   result = subprocess.run(
     command(
-      'scripts/sweep.py', *conftest.tiny_flags(flat_dataset, **RUN),
+      'scripts/sweep.py', *helpers.tiny_flags(flat_dataset, **RUN),
       f'--workdir={tmp_path}', '--sweep=batch_size=8,0',
     ),
     cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -12,20 +12,19 @@ import sys
 import cv2
 import pytest
 
-from catdog_jax import dataset
-from catdog_jax import images
-from catdog_jax import sources
-from tests import conftest
+from catdog_jax.data import dataset
+from catdog_jax.data import sources
+from tests import helpers
 
-BAD_MIXED = os.path.join(conftest.SHARED_DATA, 'bad-mixed')
-KAGGLE_ORIG = os.path.join(conftest.SHARED_DATA, 'kaggle-orig')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BAD_MIXED = os.path.join(helpers.SHARED_DATA, 'bad-mixed')
+KAGGLE_ORIG = os.path.join(helpers.SHARED_DATA, 'kaggle-orig')
+REPO = helpers.REPO
 
 pytestmark = [
   pytest.mark.slow,
   pytest.mark.skipif(
-    not os.path.isdir(conftest.SHARED_DATA),
-    reason=f'{conftest.SHARED_DATA} is absent',
+    not os.path.isdir(helpers.SHARED_DATA),
+    reason=f'{helpers.SHARED_DATA} is absent',
   ),
 ]
 
@@ -44,7 +43,7 @@ def expected_outcome(what: str) -> set[str]:
 def test_bad_mixed_follows_its_manifest():
   with open(os.path.join(BAD_MIXED, 'MANIFEST.json')) as f:
     manifest = json.load(f)
-  config = conftest.tiny_config(BAD_MIXED).data
+  config = helpers.tiny_config(BAD_MIXED).data
   index = dataset.build_index(sources.create_source(config), config)
   used = {e.key for e in index.examples}
   skipped = {item['path']: item['reason'] for item in index.skipped}
@@ -57,12 +56,12 @@ def test_bad_mixed_follows_its_manifest():
   # Odd but valid files decode into 3-channel RGB.
   for path in ('cats/gray.jpg', 'cats/rgba.png', 'dogs/cmyk.jpg'):
     with open(os.path.join(BAD_MIXED, path), 'rb') as f:
-      image = images.decode_image(f.read(), 32)
+      image = helpers.decode_resized(f.read(), 32)
     assert image.shape == (32, 32, 3)
 
 
 def test_training_on_bad_mixed_runs_in_bounded_memory(tmp_path):
-  flags = conftest.tiny_flags(BAD_MIXED, num_train_steps=6)
+  flags = helpers.tiny_flags(BAD_MIXED, num_train_steps=6)
   with subprocess.Popen(
     [sys.executable, 'main.py', *flags, f'--workdir={tmp_path}'],
     cwd=REPO,
@@ -148,7 +147,7 @@ def test_planted_duplicates_of_real_photos_are_grouped(tmp_path):
       cv2.imwrite(str(target), crop(image, 0.01))
     planted[original] = os.path.relpath(target, tmp_path)
 
-  config = conftest.tiny_config(str(tmp_path)).data
+  config = helpers.tiny_config(str(tmp_path)).data
   index = dataset.build_index(sources.create_source(config), config)
   group_of = {p: tuple(sorted(g)) for g in index.duplicate_groups for p in g}
   for original, copy in planted.items():

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 
 from catdog_jax import mesh
 from catdog_jax import state as state_lib
-from tests import conftest
+from tests import helpers
 
 
 def test_abstract_state_has_the_shapes_of_a_real_one():
-  config = conftest.tiny_recipe_config('/data')
+  config = helpers.tiny_recipe_config('/data')
   _, replicated = mesh.create_shardings()
   abstract = state_lib.abstract_state(config, replicated)
   real = state_lib.create_train_state(jax.random.key(0), config, 10)
@@ -26,6 +26,6 @@ def test_abstract_state_has_the_shapes_of_a_real_one():
 
 
 def test_without_ema_the_state_keeps_no_average():
-  config = conftest.tiny_config('/data')
+  config = helpers.tiny_config('/data')
   state = state_lib.create_train_state(jax.random.key(0), config, 10)
   assert state.ema_params is None and not state.batch_stats

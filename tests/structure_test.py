@@ -1,6 +1,9 @@
-"""The package's shape: imports point down, configs come from one recipe.
+"""The package's shape: imports point down, families depend on what they
+should, configs come from one recipe.
 
 Read from the source with `ast`, so these hold without importing anything.
+Module names are relative to the package: 'train', 'data.dataset',
+'models' (the subpackage's __init__), 'models.layers'.
 """
 
 import ast
@@ -10,34 +13,57 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = 'catdog_jax'
-# Modules that only evaluate, predict or report: none may need the trainer.
-EVALUATION_MODULES = ('evaluate', 'predict', 'report', 'gradcam', 'metrics')
+# The root modules every family may use.
+SHARED = {'errors', 'classes', 'fileio', 'workdir'}
+TRAINERS = {'train', 'probe', 'run'}
 
 
-def imported_modules(path: str, package: str) -> set[str]:
-  """Names of `package`'s modules that the file at `path` imports."""
+def module_names(package: str) -> dict[str, str]:
+  """{'data.dataset': path} for every module under the package folder."""
+  root = os.path.join(REPO, package)
+  names = {}
+  for folder, _, files in os.walk(root):
+    relative = os.path.relpath(folder, root)
+    prefix = '' if relative == '.' else relative.replace(os.sep, '.') + '.'
+    for name in files:
+      if not name.endswith('.py'):
+        continue
+      module = name[:-3]
+      if module == '__init__':
+        if not prefix:
+          continue
+        names[prefix[:-1]] = os.path.join(folder, name)
+      else:
+        names[prefix + module] = os.path.join(folder, name)
+  return names
+
+
+def imported_modules(path: str, package: str, known) -> set[str]:
+  """Names of `package`'s modules (as module_names gives them) that the
+  file at `path` imports; a name from a subpackage that is a module of it
+  counts as that module."""
   with open(path) as f:
     tree = ast.parse(f.read())
   found = set()
   for node in ast.walk(tree):
     if isinstance(node, ast.ImportFrom) and node.module:
-      if node.module == package:
-        found.update(alias.name for alias in node.names)
-      elif node.module.startswith(f'{package}.'):
-        found.add(node.module.split('.')[1])
+      if node.module == package or node.module.startswith(f'{package}.'):
+        parent = node.module[len(package) + 1 :]
+        for alias in node.names:
+          child = f'{parent}.{alias.name}' if parent else alias.name
+          found.add(child if child in known else parent)
     elif isinstance(node, ast.Import):
       for alias in node.names:
         if alias.name.startswith(f'{package}.'):
-          found.add(alias.name.split('.')[1])
-  return found
+          found.add(alias.name[len(package) + 1 :])
+  return found - {''}
 
 
 def import_graph(package: str) -> dict[str, set[str]]:
-  folder = os.path.join(REPO, package)
+  names = module_names(package)
   return {
-    name[:-3]: imported_modules(os.path.join(folder, name), package)
-    for name in sorted(os.listdir(folder))
-    if name.endswith('.py') and name != '__init__.py'
+    name: imported_modules(path, package, names)
+    for name, path in sorted(names.items())
   }
 
 
@@ -76,6 +102,10 @@ def reachable(graph, start: str) -> set[str]:
   return seen
 
 
+def family(graph, name: str) -> list[str]:
+  return [m for m in graph if m == name or m.startswith(f'{name}.')]
+
+
 def test_find_cycle_finds_one():
   assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == [
     'a', 'b', 'c', 'a'
@@ -83,15 +113,57 @@ def test_find_cycle_finds_one():
   assert find_cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
 
 
+def test_the_graph_reads_subpackages():
+  graph = import_graph(PACKAGE)
+  assert {'train', 'data.dataset', 'models', 'models.layers'} <= set(graph)
+  assert 'models.layers' in graph['models.cnn']
+  assert 'data.dataset' in graph['run']
+
+
 def test_the_package_has_no_import_cycle():
   assert find_cycle(import_graph(PACKAGE)) is None
 
 
-@pytest.mark.parametrize('module', EVALUATION_MODULES)
-def test_evaluation_never_reaches_the_trainer(module):
+@pytest.mark.parametrize('module', ['evaluation', 'data', 'models'])
+def test_evaluation_data_and_models_never_reach_a_trainer(module):
   graph = import_graph(PACKAGE)
-  assert module in graph
-  assert 'train' not in reachable(graph, module)
+  members = family(graph, module)
+  assert members
+  for member in members:
+    assert not TRAINERS & reachable(graph, member), member
+
+
+def test_models_depend_on_nothing_of_the_project_but_errors():
+  graph = import_graph(PACKAGE)
+  for member in family(graph, 'models'):
+    outside = {m for m in graph[member] if m.split('.')[0] != 'models'}
+    assert outside <= {'errors'}, member
+
+
+def test_data_knows_nothing_of_models_or_evaluation():
+  graph = import_graph(PACKAGE)
+  for member in family(graph, 'data'):
+    reached = {m.split('.')[0] for m in reachable(graph, member)}
+    assert not reached & {'models', 'evaluation'}, member
+
+
+def test_the_probe_does_not_import_the_trainer():
+  assert 'train' not in reachable(import_graph(PACKAGE), 'probe')
+
+
+def test_no_library_module_imports_configs():
+  for name, path in module_names(PACKAGE).items():
+    with open(path) as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      modules = (
+        [node.module or '']
+        if isinstance(node, ast.ImportFrom)
+        else [a.name for a in node.names]
+        if isinstance(node, ast.Import)
+        else []
+      )
+      assert not any(m.split('.')[0] == 'configs' for m in modules), name
 
 
 def test_configs_import_only_base_and_common():

@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from catdog_jax import evaluate
+from catdog_jax import losses
 from catdog_jax import optimizer
+from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax import train
 from catdog_jax.errors import UsageError
-from tests import conftest
+from catdog_jax.evaluation import evaluate
+from tests import helpers
 
 
 def tiny_state(config, num_steps=30):
@@ -38,12 +40,12 @@ def learnable_batch():
   """Eight synthetic 32x32 images, four of each class."""
   rng = np.random.default_rng(0)
   labels = np.array([0, 1] * 4, np.int32)
-  images = np.stack([conftest.synthetic_image(y, rng, 32) for y in labels])
+  images = np.stack([helpers.synthetic_image(y, rng, 32) for y in labels])
   return {'image': images, 'label': labels}
 
 
 def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
-  config = conftest.tiny_config(flat_dataset)
+  config = helpers.tiny_config(flat_dataset)
   batch = learnable_batch()
   step = jitted_train_step(config)
   state = tiny_state(config)
@@ -67,8 +69,8 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
     ({'optimizer__weight_decay': 0.1}, 'use optimizer.name=adamw'),
     ({'label_smoothing': 1.0}, r'label_smoothing must be in \[0, 1\)'),
     ({'ema_decay': 1.0}, r'ema_decay must be in \(0, 1\)'),
-    ({'eval_translate': -1}, 'eval_translate must be >= 0'),
-    ({'eval_translate': 16}, r'under half of data.image_size \(32\)'),
+    ({'eval__translate': -1}, 'eval.translate must be >= 0'),
+    ({'eval__translate': 16}, r'under half of data.image_size \(32\)'),
     ({'augment__crop_min_area': 0.0}, 'crop_min_area must be in'),
     ({'optimizer__name': 'lion'}, 'unknown optimizer.name'),
     ({'num_train_steps': 0}, 'num_train_steps must be at least 1'),
@@ -80,13 +82,13 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
   ],
 )
 def test_check_config_rejects_bad_settings(override, message):
-  config = conftest.tiny_config('/data', **override)
+  config = helpers.tiny_config('/data', **override)
   with pytest.raises(UsageError, match=message):
-    train.check_config(config)
+    settings.check_config(config)
 
 
 def test_progressive_sizes_share_the_steps_in_order():
-  config = conftest.tiny_config('/data', progressive_sizes=(16, 24, 24))
+  config = helpers.tiny_config('/data', progressive_sizes=(16, 24, 24))
   sizes = [train.train_image_size(config, step, 12) for step in range(1, 13)]
   assert sizes == [16] * 4 + [24] * 8
   # Steps that do not divide evenly: every size still gets its share.
@@ -97,12 +99,12 @@ def test_progressive_sizes_share_the_steps_in_order():
 
 
 def test_recipe_config_accepts_progressive_sizes(flat_dataset):
-  config = conftest.tiny_recipe_config(flat_dataset, progressive_sizes=(16,))
-  train.check_config(config)
+  config = helpers.tiny_recipe_config(flat_dataset, progressive_sizes=(16,))
+  settings.check_config(config)
 
 
 def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
-  config = conftest.tiny_recipe_config(
+  config = helpers.tiny_recipe_config(
     flat_dataset,
     augment__crop_min_area=1.0,
     augment__flip=False,
@@ -130,7 +132,7 @@ def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
     train=True,
     mutable=['batch_stats'],
   )
-  expected = train.binary_cross_entropy(
+  expected = losses.binary_cross_entropy(
     logits, batch['label'], config.label_smoothing
   ).mean()
   np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
@@ -139,7 +141,7 @@ def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
 
 
 def test_num_train_steps_from_epochs():
-  config = conftest.tiny_config('/data', num_train_steps=None)
+  config = helpers.tiny_config('/data', num_train_steps=None)
   config.num_epochs = 3
   assert train.num_train_steps(config, num_train=100) == 3 * 100 // 8
   config.num_train_steps = 7
@@ -181,10 +183,10 @@ def test_resumed_run_ends_like_a_straight_run(
 ):
   resumed = str(tmp_path / 'resumed')
   train.train_and_evaluate(
-    conftest.tiny_config(flat_dataset, num_train_steps=13), resumed
+    helpers.tiny_config(flat_dataset, num_train_steps=13), resumed
   )
   state = train.train_and_evaluate(
-    conftest.tiny_config(flat_dataset, num_train_steps=30), resumed
+    helpers.tiny_config(flat_dataset, num_train_steps=30), resumed
   )
   assert int(state.step) == 30
   assert read_json(resumed, 'eval_test.json')['log_loss'] == pytest.approx(
@@ -194,7 +196,7 @@ def test_resumed_run_ends_like_a_straight_run(
 
 def test_label_smoothing_moves_the_loss_minimum_off_infinity():
   def loss(logit):
-    return train.binary_cross_entropy(logit, jnp.array(1), label_smoothing=0.1)
+    return losses.binary_cross_entropy(logit, jnp.array(1), label_smoothing=0.1)
 
   # Target 0.95: the loss is flat at logit log(0.95 / 0.05).
   assert abs(jax.grad(loss)(jnp.log(19.0))) < 1e-6
@@ -203,7 +205,7 @@ def test_label_smoothing_moves_the_loss_minimum_off_infinity():
 
 @pytest.mark.parametrize('name', ['adamw', 'sgd'])
 def test_recipe_step_learns_and_keeps_an_average(flat_dataset, name):
-  config = conftest.tiny_recipe_config(
+  config = helpers.tiny_recipe_config(
     flat_dataset, optimizer__name=name, augment__crop_min_area=1.0
   )
   batch = learnable_batch()
@@ -235,7 +237,7 @@ def test_recipe_run_resumes_exactly_with_batch_stats_and_average(
   """Augmentation, BatchNorm, EMA, cached data and progressive resizing
   (16 px for steps 1-15, then 32) survive a resume."""
   workdir = str(tmp_path)
-  config = conftest.tiny_recipe_config(
+  config = helpers.tiny_recipe_config(
     flat_dataset, num_train_steps=30, progressive_sizes=(16, 32)
   )
   train.train_and_evaluate(config, workdir)

@@ -8,16 +8,17 @@ import jax
 import numpy as np
 import pytest
 
-from catdog_jax import dataset
-from catdog_jax import evaluate
-from catdog_jax import input_pipeline
 from catdog_jax import mesh
 from catdog_jax import optimizer
-from catdog_jax import predict
+from catdog_jax import settings
 from catdog_jax import train
 from catdog_jax import whitening
+from catdog_jax.data import dataset
+from catdog_jax.data import input_pipeline
 from catdog_jax.errors import UsageError
-from tests import conftest
+from catdog_jax.evaluation import evaluate
+from catdog_jax.evaluation import predict
+from tests import helpers
 
 
 def test_the_kernel_whitens_the_patches_it_was_computed_from():
@@ -33,15 +34,15 @@ def test_the_kernel_whitens_the_patches_it_was_computed_from():
 
 
 def test_only_the_resnet_stem_can_be_whitened(flat_dataset):
-  config = conftest.tiny_config(flat_dataset, whiten_stem=True)
+  config = helpers.tiny_config(flat_dataset, model__whiten_stem=True)
   with pytest.raises(UsageError, match='whiten_stem works with model resnet'):
-    train.check_config(config)
-  config = conftest.tiny_recipe_config(flat_dataset, whiten_stem=True)
+    settings.check_config(config)
+  config = helpers.tiny_recipe_config(flat_dataset, model__whiten_stem=True)
   config.model.widths = (5, 8)
   with pytest.raises(UsageError, match='even stem width'):
-    train.check_config(config)
+    settings.check_config(config)
   assert optimizer.frozen_pattern(config) == f'(?:{optimizer.WHITENED_STEM})'
-  config.freeze = '^a'
+  config.optimizer.freeze = '^a'
   assert optimizer.frozen_pattern(config) == '(?:^a)|(?:^stem/)'
 
 
@@ -52,12 +53,12 @@ def test_the_speed_switches_are_deterministic_and_survive_a_resume(
   """The whitened stem stays frozen, behind a pool; training at smaller sizes
   ends with BatchNorm statistics recomputed at the evaluation size, and the
   checkpoint holds them."""
-  config = conftest.tiny_recipe_config(
+  config = helpers.tiny_recipe_config(
     flat_dataset,
-    whiten_stem=True,
+    model__whiten_stem=True,
     model__stem_pool=True,
     progressive_sizes=(16, 24),
-    recalibrate_bn_batches=2,
+    eval__recalibrate_bn_batches=2,
     num_train_steps=20,
   )
   state = train.train_and_evaluate(config, tmp_path)
@@ -79,7 +80,7 @@ def test_the_speed_switches_are_deterministic_and_survive_a_resume(
   # The same run without recalibration trains the same weights; its
   # statistics recalibrated here are those the run ended with.
   plain_config = config.copy_and_resolve_references()
-  plain_config.recalibrate_bn_batches = 0
+  plain_config.eval.recalibrate_bn_batches = 0
   plain = train.train_and_evaluate(plain_config, tmp_path / 'plain')
   jax.tree.map(np.testing.assert_array_equal, plain.params, state.params)
   _, replicated = mesh.create_shardings()

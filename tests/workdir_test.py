@@ -1,15 +1,24 @@
-"""Tests for catdog_jax.workdir: which settings a relaunch may change."""
+"""Tests for catdog_jax.workdir: file names, configs of earlier versions,
+which settings a relaunch may change."""
 
+import csv
+import os
+import shutil
+
+import numpy as np
 import pytest
 
+from catdog_jax import fileio
+from catdog_jax import train
 from catdog_jax import workdir
 from catdog_jax.errors import UsageError
-from tests import conftest
+from catdog_jax.evaluation import predict
+from tests import helpers
 
 
 def saved_and_new(**overrides):
-  saved = conftest.tiny_config('/data').to_dict()
-  new = conftest.tiny_config('/data', **overrides).to_dict()
+  saved = helpers.tiny_config('/data').to_dict()
+  new = helpers.tiny_config('/data', **overrides).to_dict()
   return saved, new
 
 
@@ -42,7 +51,7 @@ def test_tuples_read_back_as_lists_and_earlier_nones_compare_equal():
 def test_check_same_run_names_the_change_before_anything_else(tmp_path):
   saved, new = saved_and_new(data__image_size=24)
   workdir.check_same_run(str(tmp_path), new)  # No config.json: a new run.
-  workdir.write_json(workdir.path(str(tmp_path), workdir.CONFIG), saved)
+  fileio.write_json(workdir.path(str(tmp_path), workdir.CONFIG), saved)
   with pytest.raises(UsageError, match='data.image_size 32 -> 24.*--workdir'):
     workdir.check_same_run(str(tmp_path), new)
 
@@ -53,15 +62,105 @@ def test_an_older_config_gets_the_fields_added_since_and_keeps_its_model():
     'model': {'name': 'resnet', 'widths': [4, 8]},
     'optimizer': {'name': 'sgd'},
   }
-  defaults = {
-    'seed': 0,
-    'freeze': '',
-    'model': {'name': 'seed_cnn', 'conv_features': [32]},
-    'optimizer': {'name': 'adam', 'lr_multipliers': []},
+  upgraded = workdir.upgrade(saved)
+  assert upgraded['seed'] == 3
+  assert upgraded['model'] == {'name': 'resnet', 'widths': [4, 8]}
+  assert upgraded['optimizer']['name'] == 'sgd'
+  assert upgraded['optimizer']['lr_multipliers'] == []
+  assert upgraded['optimizer']['freeze'] == ''
+  assert upgraded['eval'] == {
+    'flip': False,
+    'translate': 0,
+    'recalibrate_bn_batches': 0,
   }
-  assert workdir.with_defaults(saved, defaults) == {
-    'seed': 3,
-    'freeze': '',
-    'model': {'name': 'resnet', 'widths': [4, 8]},
-    'optimizer': {'name': 'sgd', 'lr_multipliers': []},
+
+
+def test_renamed_fields_move_to_their_groups():
+  saved = {
+    'eval_flip': True,
+    'eval_translate': 3,
+    'recalibrate_bn_batches': 2,
+    'freeze': '^a',
+    'probe': True,
+    'whiten_stem': True,
+    'model': {'name': 'resnet'},
   }
+  upgraded = workdir.upgrade(saved)
+  assert upgraded['eval'] == {
+    'flip': True,
+    'translate': 3,
+    'recalibrate_bn_batches': 2,
+  }
+  assert upgraded['optimizer']['freeze'] == '^a'
+  assert upgraded['probe']['enabled'] is True
+  assert upgraded['model'] == {'name': 'resnet', 'whiten_stem': True}
+  # A model that was never whitened does not gain the field.
+  saved['whiten_stem'] = False
+  assert 'whiten_stem' not in workdir.upgrade(saved)['model']
+
+
+def test_a_relaunch_compares_old_names_with_new_ones():
+  saved = helpers.tiny_config('/data').to_dict()
+  saved['eval_flip'] = saved['eval'].pop('flip')
+  new = helpers.tiny_config('/data').to_dict()
+  assert workdir.config_changes(saved, new) == []
+  new['eval']['flip'] = True
+  assert workdir.config_changes(saved, new) == ['eval.flip False -> True']
+
+
+# A tiny run written by the code before the restructure (commit 9942764):
+# top-level eval_flip, eval_translate, whiten_stem and freeze; 20 steps,
+# preempted after its checkpoint at step 10. Beside it, what that code
+# predicted from checkpoint 10 and the test figures of its straight run.
+TESTDATA = os.path.join(os.path.dirname(__file__), 'testdata')
+OLD_WORKDIR = os.path.join(TESTDATA, 'workdir_9942764')
+
+
+@pytest.fixture
+def old_workdir(tmp_path):
+  """The old workdir, with its data regenerated (the same bytes) and its
+  config.json pointing there, as on the machine that wrote it."""
+  data = helpers.write_dataset(tmp_path / 'data', 'flat', per_class=40)
+  run_dir = str(tmp_path / 'workdir')
+  shutil.copytree(OLD_WORKDIR, run_dir)
+  config_path = workdir.path(run_dir, workdir.CONFIG)
+  saved = fileio.read_json(config_path)
+  saved['data']['root'] = data
+  fileio.write_json(config_path, saved)
+  return run_dir, data
+
+
+@pytest.mark.slow  # Predicts, trains and reports on the old workdir.
+def test_a_workdir_written_before_the_restructure_predicts_resumes_reports(
+  old_workdir,
+):
+  run_dir, data = old_workdir
+  # Predict gives the old code's probabilities (flip and shifted-copy TTA,
+  # EMA weights and the whitened stem, through their renamed settings).
+  with open(os.path.join(TESTDATA, 'old_code_predictions_at_10.csv')) as f:
+    expected = {
+      row['file']: float(row['prob_dog']) for row in csv.DictReader(f)
+    }
+  rows, skipped = predict.predict(run_dir, data)
+  assert not skipped and len(rows) == len(expected)
+  got = {os.path.basename(row['path']): row['prob_dog'] for row in rows}
+  np.testing.assert_allclose(
+    [got[name] for name in expected], list(expected.values()), atol=1e-5
+  )
+  # Relaunched with today's spelling of its settings, it resumes from step
+  # 10 and ends exactly as the old code's uninterrupted run did.
+  config = helpers.tiny_recipe_config(
+    data,
+    num_train_steps=20,
+    checkpoint_every_steps=10,
+    eval_every_steps=10,
+    model__whiten_stem=True,
+    eval__translate=1,
+  )
+  assert int(train.train_and_evaluate(config, run_dir).step) == 20
+  test = fileio.read_json(workdir.path(run_dir, workdir.EVAL_TEST))
+  straight = fileio.read_json(
+    os.path.join(TESTDATA, 'old_code_straight_eval_test.json')
+  )
+  assert test['log_loss'] == pytest.approx(straight['log_loss'], rel=1e-5)
+  assert predict.regenerate_report(run_dir).endswith(workdir.REPORT)

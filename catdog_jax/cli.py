@@ -1,0 +1,143 @@
+"""What main.py does with its flags: one library call per mode, one-line
+errors, a quiet log, and the record of how a run was launched.
+
+main.py keeps the flags and reads them; nothing here reads FLAGS, except
+the flag parser's own wrapper.
+"""
+
+import os
+import shlex
+import sys
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from catdog_jax import probe
+from catdog_jax import train
+from catdog_jax.data import audit
+from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import predict
+from catdog_jax.models import summary
+
+# What each --mode needs, and what it does (--helpfull shows this).
+MODES = {
+  'train': (('config', 'workdir'), 'train, evaluate and checkpoint'),
+  'summary': (('config',), "the model's per-layer table"),
+  'audit': (('config', 'workdir'), 'index and check the data'),
+  'predict': (('workdir', 'images'), 'dog probabilities of --images'),
+  'eval': (('workdir', 'images'), 'metrics on the labelled folder --images'),
+  'report': (('workdir',), 'redraw WORKDIR/report.md and plots/'),
+}
+
+
+def run_mode(mode: str, *, provenance=None, **flag_values) -> None:
+  """Runs one --mode with the flag values it needs.
+
+  Args:
+    mode: a key of MODES.
+    provenance: the launch's record (`provenance`), for run.json.
+    **flag_values: config, workdir, images, output (None when not given).
+
+  Raises:
+    UsageError: naming a flag the mode needs and was not given.
+  """
+  for name in MODES[mode][0]:
+    if flag_values[name] is None:
+      raise UsageError(f'--{name} is required for --mode={mode}')
+  config, workdir = flag_values['config'], flag_values['workdir']
+  images, output = flag_values['images'], flag_values['output']
+  if mode == 'train':
+    trainer = train.train_and_evaluate
+    if config.probe.enabled:
+      trainer = probe.probe_and_evaluate
+    trainer(config, workdir, provenance)
+  elif mode == 'summary':
+    print(summary.model_summary(config))
+  elif mode == 'audit':
+    print(audit.format_audit(audit.run_audit(config.data, workdir)))
+  elif mode == 'predict':
+    print(predict.predict_to_csv(workdir, images, output))
+  elif mode == 'eval':
+    print(predict.evaluate_to_json(workdir, images, output))
+  elif mode == 'report':
+    print(f'Wrote {predict.regenerate_report(workdir)}')
+
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def keep_own_info_logs() -> None:
+  """INFO lines from this project only; warnings and errors from anyone.
+
+  Without it, orbax writes a dozen INFO lines per checkpoint and JAX one
+  about each backend it could not start (libtpu on every CPU machine).
+  """
+  installed = f'{os.sep}site-packages{os.sep}'  # A virtualenv in the repo.
+
+  def keep(record) -> bool:
+    # Python's level numbers: absl's own logging.WARNING is -1.
+    return record.levelno >= logging.converter.STANDARD_WARNING or (
+      record.pathname.startswith(PROJECT_DIR + os.sep)
+      and installed not in record.pathname
+    )
+
+  # On absl's handler itself: it calls its inner handler's emit(), which
+  # skips that handler's filters.
+  logging.get_absl_handler().addFilter(keep)
+
+
+def provenance(config_flag: flags.FlagHolder) -> dict:
+  """The command, config file and overrides of this launch, for run.json."""
+  flag = flags.FLAGS[config_flag.name]
+  return {
+    'command': shlex.join([os.path.basename(sys.executable), *sys.argv]),
+    'config_file': config_flags.get_config_filename(flag),
+    'overrides': [
+      f'{key}={value}'
+      for key, value in config_flags.get_override_values(flag).items()
+    ],
+  }
+
+
+def causes(error: BaseException) -> list[BaseException]:
+  """The error and what it was raised from, outermost first."""
+  chain = [error]
+  while chain[-1].__cause__ or chain[-1].__context__:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  return chain
+
+
+def flag_error_message(error: Exception) -> str:
+  """One line for a command line that cannot be parsed."""
+  name = getattr(error, 'flagname', '') or ''
+  if isinstance(error, flags.UnrecognizedFlagError) and name.startswith(
+    'config.'
+  ):
+    return f'--{name} overrides a config field: give --config=FILE first'
+  chain = causes(error)
+  # ml_collections' KeyError for a misspelled field holds the "Did you
+  # mean" hint in its argument; str() would quote it with escaped newlines.
+  key_error = next((e for e in chain if isinstance(e, KeyError)), None)
+  if key_error:
+    message = f'unknown config field {key_error.args[0]}'
+  else:
+    message = str(chain[-1])
+  if 'Failed loading config file' in message:
+    # Its last line is the reason: the file's error, or the file missing.
+    reason = message.strip().splitlines()[-1]
+    message = f'cannot load the --config file: {reason}'
+  return ' '.join(message.split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one `error:` line instead of a traceback."""
+  try:
+    remaining = flags.FLAGS(argv)
+    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
+    if config is not None:
+      config.keys()  # ml_collections defers the file's errors to here.
+    return remaining
+  except Exception as e:  # noqa: BLE001 - flag and config-file errors alike.
+    print(f'error: {flag_error_message(e)}', file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,212 @@
+"""Evaluating a model: every example once, as training, predict and eval see it.
+
+The project's honest-evaluation claim rests on this file. Pixels are
+preprocessed on the device by `preprocess`, the same function the train step
+uses; the evaluated weights are `eval_variables` (the EMA when kept); every
+example is predicted exactly once, across all processes, and padding never
+reaches the metrics.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from catdog_jax import mesh
+from catdog_jax import xla_cpu
+from catdog_jax.data import input_pipeline
+from catdog_jax.data.dataset import Example
+from catdog_jax.evaluation import metrics as metrics_lib
+
+PROGRESS_EVERY_BATCHES = 50
+
+
+def preprocess(images_bhwc):
+  """uint8 pixels to float32 in [0, 1], on the device inside the step."""
+  return images_bhwc.astype(jnp.float32) / 255.0
+
+
+def eval_variables(state) -> dict:
+  """The variables evaluation uses: the EMA params when kept."""
+  params = state.params if state.ema_params is None else state.ema_params
+  if state.batch_stats:
+    return {'params': params, 'batch_stats': state.batch_stats}
+  return {'params': params}
+
+
+def shift_images(images, pixels: int):
+  """Images moved `pixels` down and right (up and left when negative), the
+  uncovered border filled by reflection."""
+  pad = abs(pixels)
+  height, width = images.shape[1:3]
+  padded = jnp.pad(
+    images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect'
+  )
+  top = pad - pixels
+  return padded[:, top : top + height, top : top + width]
+
+
+def eval_step(state, batch, *, flip: bool = False, translate: int = 0):
+  """Logits of a padded batch, with its labels and mask passed through.
+
+  Test-time augmentation: with `flip`, the logit is the mean over the image
+  and its mirror image; with `translate`, half the weight goes to the image
+  and a quarter to each of its copies shifted `translate` pixels along
+  either diagonal (airbench's), each flipped too with `flip`.
+  """
+  images = preprocess(batch['image'])
+  variables = eval_variables(state)
+
+  def logits_of(x):
+    logits = state.apply_fn(variables, x)
+    if flip:
+      logits = (logits + state.apply_fn(variables, x[:, :, ::-1])) / 2
+    return logits
+
+  logits = logits_of(images)
+  if translate:
+    shifted = logits_of(shift_images(images, translate)) + logits_of(
+      shift_images(images, -translate)
+    )
+    logits = logits / 2 + shifted / 4
+  return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
+
+
+def compile_eval_step(
+  config: ml_collections.ConfigDict, data_sharding, replicated
+):
+  """eval_step jitted with the batch sharded, test-time augmentation per
+  config.eval."""
+  step = functools.partial(
+    eval_step, flip=config.eval.flip, translate=config.eval.translate
+  )
+  return jax.jit(
+    step,
+    in_shardings=(replicated, data_sharding),
+    out_shardings=data_sharding,
+    compiler_options=xla_cpu.compiler_options(xla_cpu.EVAL_YNN_TYPES),
+  )
+
+
+# Models whose BatchNorm statistics recalibrate_batch_norm can recompute
+# (eval.recalibrate_bn_batches).
+RECALIBRATES = ('resnet', 'mini_xception', 'resnet50')
+
+
+def recalibrate_batch_norm(
+  state, images: np.ndarray, batch_size: int, sharding
+):
+  """The state with its BatchNorm running statistics recomputed on `images`.
+
+  The evaluated weights run in training mode (batch statistics) over
+  `images` in order, batch by batch; no weight changes. Each batch moves the
+  running averages by the model's momentum (0.9), so 50 batches leave 0.5%
+  of the statistics training ended with. Training at a smaller size than
+  evaluation (progressive resizing, FixRes) leaves statistics of the wrong
+  scale; these are of the evaluation size.
+
+  Args:
+    state: a TrainState with batch_stats.
+    images: uint8 [N, S, S, 3], the same on every process; a remainder
+      smaller than batch_size is left out.
+    batch_size: images per batch.
+    sharding: the replicated sharding (every device computes every batch).
+  """
+
+  def update(state, images):
+    _, updates = state.apply_fn(
+      eval_variables(state),
+      preprocess(images),
+      train=True,
+      mutable=['batch_stats'],
+      rngs={'dropout': jax.random.key(0)},  # Dropout is after every norm.
+    )
+    return state.replace(batch_stats=updates['batch_stats'])
+
+  update = jax.jit(update, out_shardings=sharding)
+  for start in range(0, len(images) - batch_size + 1, batch_size):
+    batch = mesh.to_global(images[start : start + batch_size], sharding)
+    state = update(state, batch)
+  return state
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+  """The model's dog logit for each example, in one order.
+
+  Attributes:
+    examples: the evaluated examples (padding removed).
+    labels: int array of their labels, 0 (cat) / 1 (dog).
+    logits: float64 array of their dog logits.
+  """
+
+  examples: list[Example]
+  labels: np.ndarray
+  logits: np.ndarray
+
+  def metrics(self) -> dict[str, object]:
+    """Accuracy, precision, recall, F1, ROC AUC, log-loss, confusion matrix."""
+    return metrics_lib.classification_metrics(self.labels, self.logits)
+
+  def report(self) -> str:
+    """scikit-learn's per-class classification report."""
+    return metrics_lib.classification_report(self.labels, self.logits)
+
+
+def evaluate(
+  eval_fn,
+  state,
+  examples: Sequence[Example],
+  source,
+  config: ml_collections.ConfigDict,
+  sharding,
+) -> Predictions:
+  """Predicts every example once, on all processes' devices.
+
+  The examples are padded (with None) to whole global batches and dealt out
+  to processes round-robin, so every process runs the same number of steps.
+
+  Args:
+    eval_fn: `compile_eval_step`'s function.
+    state: the train state (or anything with its params and apply_fn).
+    examples: what to evaluate, in the order of the result.
+    source: where their pixels come from.
+    config: the run's config (batch_size, data).
+    sharding: the batch sharding of `eval_fn`.
+  """
+  count = jax.process_count()
+  local_batch = config.batch_size // count
+  padded = list(examples)
+  padded += [None] * (-len(padded) % (count * local_batch))
+  shards = [padded[p::count] for p in range(count)]
+  batches = input_pipeline.eval_batches(
+    shards[jax.process_index()], source, config.data, batch_size=local_batch
+  )
+  num_batches = len(shards[0]) // local_batch
+  outputs = []
+  for i, batch in enumerate(batches, start=1):
+    outputs.append(eval_fn(state, mesh.to_global(batch, sharding)))
+    if i % PROGRESS_EVERY_BATCHES == 0:
+      logging.info('Evaluated %d/%d batches.', i, num_batches)
+  outputs = multihost_utils.process_allgather(outputs, tiled=True)
+  # Global batch t holds local batch t of process 0, then of process 1...
+  order = [
+    example
+    for start in range(0, len(shards[0]), local_batch)
+    for shard in shards
+    for example in shard[start : start + local_batch]
+  ]
+  mask = np.concatenate([o['mask'] for o in outputs])
+  labels = np.concatenate([o['label'] for o in outputs])[mask]
+  logits = np.concatenate([o['logit'] for o in outputs])[mask]
+  return Predictions(
+    examples=[e for e in order if e is not None],
+    labels=labels,
+    logits=logits.astype(np.float64),
+  )

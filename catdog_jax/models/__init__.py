@@ -1,0 +1,95 @@
+"""Flax linen models, by `config.model.name`.
+
+`seed_cnn` mirrors the seed Keras model layer for layer (`cnn.py`);
+`resnet` and `mini_xception` are the stronger from-scratch models
+(`resnet.py`, `xception.py`); `resnet50` and `vit` load pretrained ImageNet
+weights (`backbones.py`, converted by `pretrained.py`). Models with
+BatchNorm keep its statistics in the 'batch_stats' collection. Nothing here
+knows about data, training or checkpoints.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from catdog_jax.errors import UsageError
+from catdog_jax.models import backbones
+from catdog_jax.models import cnn
+from catdog_jax.models import resnet
+from catdog_jax.models import xception
+
+MODELS = {
+  'seed_cnn': cnn.SeedCNN,
+  'resnet': resnet.ResNet,
+  'mini_xception': xception.MiniXception,
+  'resnet50': backbones.ResNet50,
+  'vit': backbones.ViT,
+}
+# Fields of the `model` group that say how to initialise the model, not how
+# to build it: pretrained weights (pretrained.py) and the whitened stem
+# (whitening.py).
+INIT_FIELDS = frozenset(
+  {'init_from', 'init_sha256', 'dont_load', 'whiten_stem'}
+)
+# Set from optimizer.freeze and config.dtype, not from the model group.
+_FROM_TRAINING = frozenset({'frozen', 'dtype'})
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError unless `config` (the `model` group) names a model and
+  only fields that model has."""
+  if config.name not in MODELS:
+    raise UsageError(
+      f'unknown model.name {config.name!r}; known: {", ".join(MODELS)}'
+    )
+  unknown = unknown_fields(config)
+  if unknown:
+    raise UsageError(
+      f'model {config.name!r} has no field(s) {", ".join(unknown)}; '
+      'start from a config written for it (configs/fast_cpu.py: resnet)'
+    )
+
+
+def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """Fields of a `model` config that its model (`config.name`) lacks."""
+  known = {field.name for field in dataclasses.fields(MODELS[config.name])}
+  known = (known - _FROM_TRAINING) | INIT_FIELDS | {'name'}
+  return sorted(set(config.keys()) - known)
+
+
+def can_freeze(config: ml_collections.ConfigDict) -> bool:
+  """Whether the model takes optimizer.freeze (its BatchNorm layers freeze)."""
+  fields = dataclasses.fields(MODELS[config.name])
+  return any(field.name == 'frozen' for field in fields)
+
+
+def create_model(
+  config: ml_collections.ConfigDict, dtype=jnp.float32, frozen: str = ''
+):
+  """Builds `config.name` with the model fields of `config` as arguments.
+
+  Args:
+    config: the `model` group.
+    dtype: the computation dtype.
+    frozen: optimizer.freeze, for models that can freeze (`can_freeze`).
+
+  Raises:
+    UsageError: on an unknown model name or field.
+  """
+  check_config(config)
+  kwargs = {k: v for k, v in config.items() if k not in INIT_FIELDS | {'name'}}
+  if frozen:
+    kwargs['frozen'] = frozen
+  return MODELS[config.name](dtype=dtype, **kwargs)
+
+
+def param_shapes(config: ml_collections.ConfigDict, image_size: int):
+  """The model's parameters as shapes, for input of image_size x image_size.
+
+  Traces shapes only (no compile, no memory for the parameters).
+  """
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  model = create_model(config)
+  return jax.eval_shape(model.init, jax.random.key(0), images)['params']

@@ -1,0 +1,106 @@
+"""The settings check: every config value that cannot work stops the run
+with one line, before anything is indexed or compiled."""
+
+import jax
+import ml_collections
+
+from catdog_jax import augment
+from catdog_jax import models
+from catdog_jax import optimizer
+from catdog_jax import whitening
+from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import evaluate
+
+MIN_IMAGE_SIZE = 16
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError on settings that cannot work, before any compile."""
+  if config.batch_size < 1:
+    raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
+  if config.batch_size % jax.device_count():
+    raise UsageError(
+      f'batch_size {config.batch_size} is not divisible by the '
+      f'{jax.device_count()} devices'
+    )
+  if config.num_train_steps is not None and config.num_train_steps < 1:
+    raise UsageError(
+      f'num_train_steps must be at least 1, got {config.num_train_steps}'
+    )
+  if not 0 <= config.label_smoothing < 1:
+    raise UsageError(
+      f'label_smoothing must be in [0, 1), got {config.label_smoothing}'
+    )
+  if not 0 <= config.ema_decay < 1:
+    raise UsageError(
+      f'ema_decay must be in (0, 1), or 0 for none, got {config.ema_decay}'
+    )
+  check_data(config.data)
+  models.check_config(config.model)
+  optimizer.check_config(config.optimizer)
+  if config.optimizer.freeze and not models.can_freeze(config.model):
+    raise UsageError(
+      f'optimizer.freeze: model {config.model.name!r} cannot freeze its '
+      'BatchNorm statistics; freezing works with resnet50 and vit'
+    )
+  whitening.check_config(config.model)
+  augment.check_config(config.augment)
+  check_eval(config)
+  check_progressive_sizes(config)
+
+
+def check_data(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError on a `data` config that cannot work."""
+  if config.image_size < MIN_IMAGE_SIZE:
+    raise UsageError(
+      f'data.image_size must be at least {MIN_IMAGE_SIZE}, '
+      f'got {config.image_size}'
+    )
+  if config.device_prefetch < 0:
+    raise UsageError(
+      f'data.device_prefetch must be >= 0 (0: none), got '
+      f'{config.device_prefetch}'
+    )
+  fractions = (config.val_fraction, config.test_fraction)
+  if min(fractions) < 0 or sum(fractions) >= 1:
+    raise UsageError(
+      'data.val_fraction and data.test_fraction must be >= 0 and sum '
+      f'to less than 1, got {fractions}'
+    )
+
+
+def check_eval(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError on an `eval` group that cannot work with the model."""
+  translate, size = config.eval.translate, config.data.image_size
+  if not 0 <= translate < size // 2:
+    raise UsageError(
+      'eval.translate must be >= 0 (0: none) and under half of '
+      f'data.image_size ({size}), got {translate}'
+    )
+  if config.eval.recalibrate_bn_batches and (
+    config.model.name not in evaluate.RECALIBRATES
+  ):
+    raise UsageError(
+      f'eval.recalibrate_bn_batches: model {config.model.name!r} has no '
+      f'BatchNorm statistics to recompute (models with them: '
+      f'{", ".join(evaluate.RECALIBRATES)})'
+    )
+
+
+def check_progressive_sizes(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError unless every progressive size can train the model."""
+  image_size = config.data.image_size
+  sizes = dict.fromkeys(config.progressive_sizes)  # Distinct, in order.
+  shapes = models.param_shapes(config.model, image_size) if sizes else None
+  for size in sizes:
+    if not MIN_IMAGE_SIZE <= size <= image_size:
+      raise UsageError(
+        f'progressive_sizes must lie in [{MIN_IMAGE_SIZE}, data.image_size '
+        f'= {image_size}], got {size}'
+      )
+    if models.param_shapes(config.model, size) != shapes:
+      raise UsageError(
+        f'model {config.model.name!r} has other parameter shapes at '
+        f'{size} px than at {image_size}: it cannot train with '
+        'progressive_sizes'
+      )

@@ -1,0 +1,143 @@
+"""Tests for predict, eval and report on a trained tiny workdir."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from catdog_jax.data import dataset
+from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import predict
+from tests import helpers
+
+REPO = helpers.REPO
+PLOTS = ('curves', 'confusion_matrix', 'roc', 'errors', 'gradcam')
+
+
+@pytest.fixture(scope='module')
+def workdir(trained_run):
+  return trained_run.workdir
+
+
+@pytest.fixture(scope='module')
+def new_photos(tmp_path_factory):
+  """Unseen labelled images, plus broken files and a non-image."""
+  root = tmp_path_factory.mktemp('new')
+  helpers.write_dataset(root, 'folders', per_class=6, seed=99)
+  (root / 'Cats' / 'empty.jpg').write_bytes(b'')
+  (root / 'Dogs' / 'text.jpg').write_text('not a photo')
+  (root / 'Dogs' / 'notes.txt').write_text('ignored')
+  return str(root)
+
+
+def test_predict_a_folder_with_broken_files(workdir, new_photos):
+  rows, skipped = predict.predict(workdir, new_photos)
+  assert len(rows) == 12
+  assert sorted(os.path.basename(s['path']) for s in skipped) == [
+    'empty.jpg',
+    'text.jpg',
+  ]
+  assert all(s['reason'] for s in skipped)
+  for row in rows:
+    assert row['label'] == ('dog' if row['prob_dog'] >= 0.5 else 'cat')
+  # Red cats, blue dogs: the tiny model tells them apart.
+  right = sum(
+    (row['label'] == 'dog') == ('Dogs' in row['path']) for row in rows
+  )
+  assert right >= 11
+
+
+def test_predict_one_file_and_a_glob(workdir, new_photos):
+  one = os.path.join(new_photos, 'Dogs', '0.jpg')
+  rows, skipped = predict.predict(workdir, one)
+  assert [r['path'] for r in rows] == [one] and not skipped
+  rows, _ = predict.predict(workdir, os.path.join(new_photos, 'Cats', '*.jpg'))
+  assert len(rows) == 6
+  with pytest.raises(UsageError, match='no image files match'):
+    predict.predict(workdir, os.path.join(new_photos, 'nothing*'))
+
+
+def test_prediction_matches_training_evaluation(
+  workdir, folder_dataset, tmp_path
+):
+  """Predicting the test images gives the logits training's eval gave."""
+  with open(os.path.join(workdir, 'predictions_test.csv')) as f:
+    test_rows = list(csv.DictReader(f))
+  paths = [os.path.join(folder_dataset, r['key']) for r in test_rows]
+  tmp = str(tmp_path / 'test_copy')
+  for path in paths:
+    target = os.path.join(tmp, os.path.relpath(path, folder_dataset))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copy(path, target)
+  rows, _ = predict.predict(workdir, tmp)
+  by_key = {os.path.relpath(r['path'], tmp): r['prob_dog'] for r in rows}
+  for row in test_rows:
+    assert by_key[row['key']] == pytest.approx(float(row['prob_dog']), abs=1e-6)
+
+
+def test_eval_agrees_exactly_with_predict(workdir, new_photos):
+  result, report_text = predict.evaluate_folder(workdir, new_photos)
+  rows, _ = predict.predict(workdir, new_photos)
+  right = sum(
+    (row['label'] == 'dog') == (os.sep + 'Dogs' + os.sep in row['path'])
+    for row in rows
+  )
+  assert result['accuracy'] == right / len(rows)
+  assert result['num_examples'] == 12 and result['num_skipped'] == 2
+  assert 'macro avg' in report_text
+
+
+def test_report_regenerates_every_plot(workdir):
+  shutil.rmtree(os.path.join(workdir, 'plots'))
+  os.remove(os.path.join(workdir, 'report.md'))
+  path = predict.regenerate_report(workdir)
+  with open(path) as f:
+    text = f.read()
+  for name in PLOTS:
+    png = os.path.join(workdir, 'plots', f'{name}.png')
+    height, width = cv2.imread(png).shape[:2]
+    assert min(height, width) >= 300, name
+    assert f'(plots/{name}.png)' in text
+  assert 'macro avg' in text and 'Total params' in text
+  assert '| test |' in text
+
+
+@pytest.mark.slow
+def test_cli_predict_writes_the_csv(workdir, new_photos, tmp_path):
+  output = tmp_path / 'out.csv'
+  result = subprocess.run(
+    [sys.executable, 'main.py', '--mode=predict', f'--workdir={workdir}',
+     f'--images={new_photos}', f'--output={output}'],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(output) as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ['path', 'prob_dog', 'label'] and len(rows) == 12
+  assert 'skipped' in result.stdout and 'empty file' in result.stdout
+
+
+def test_eval_counts_photos_the_model_trained_on(
+  workdir, folder_dataset, new_photos, tmp_path
+):
+  """Copies of training photos, even resized, are counted and set apart."""
+  _, splits, _ = dataset.load_splits(predict.load_config(workdir).data, None)
+  mixed = tmp_path / 'mixed'
+  shutil.copytree(new_photos, mixed)
+  copies = splits['train'][:3] + splits['test'][:1]
+  for i, example in enumerate(copies):
+    image = cv2.imread(os.path.join(folder_dataset, example.key))
+    if i == 0:  # The same photo at twice the size, as PNG.
+      image = cv2.resize(image, None, fx=2, fy=2)
+    folder = 'Dogs' if example.label else 'Cats'
+    cv2.imwrite(str(mixed / folder / f'copy{i}.png'), image)
+  result, _ = predict.evaluate_folder(workdir, str(mixed))
+  assert result['num_examples'] == 16
+  assert result['duplicates_of_training_data'] == {
+    'train': 3, 'val': 0, 'test': 1
+  }  # fmt: skip
+  assert result['unseen']['num_examples'] == 13

@@ -1,0 +1,130 @@
+"""Helpers the tests share: synthetic JPEG folders and tiny configs.
+
+Fixtures live in conftest.py; these are plain functions and constants that
+any test module imports.
+"""
+
+import os
+
+import cv2
+import ml_collections
+import numpy as np
+
+from catdog_jax import workdir
+from catdog_jax.data import images
+from configs import base
+
+# The repository, where main.py runs; ../shared/data beside it (absent in
+# a user's fresh clone: the tests that read it skip).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(REPO, os.pardir, 'shared', 'data')
+
+
+def synthetic_image(label: int, rng: np.random.Generator, size: int = 40):
+  """An RGB uint8 image a tiny CNN can learn: cats redder, dogs bluer."""
+  image = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+  image[..., 0 if label == 0 else 2] += 120
+  return image
+
+
+def load_resized(source, key: str, size: int) -> np.ndarray:
+  """An indexed image decoded and resized without the input pipeline."""
+  return images.resize(source.load(key), size)
+
+
+def write_jpeg(path: str, image_rgb: np.ndarray) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  ok, data = cv2.imencode('.jpg', cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+  assert ok
+  with open(path, 'wb') as f:
+    f.write(data.tobytes())
+
+
+def write_dataset(root, layout: str, per_class: int, seed: int = 0) -> str:
+  """Writes `per_class` JPEGs per class in the 'folders' or 'flat' layout."""
+  rng = np.random.default_rng(seed)
+  for label, name in enumerate(('cat', 'dog')):
+    for i in range(per_class):
+      if layout == 'folders':
+        path = os.path.join(root, f'{name.capitalize()}s', f'{i}.jpg')
+      else:
+        path = os.path.join(root, f'{name}.{i}.jpg')
+      write_jpeg(path, synthetic_image(label, rng))
+  return str(root)
+
+
+# A small model on small images: a run takes seconds.
+TINY_OVERRIDES = {
+  'data.image_size': 32,
+  'data.val_fraction': 0.2,
+  'data.test_fraction': 0.2,
+  'data.num_workers': 2,
+  'model.conv_features': (4, 8),
+  'model.dense_features': (16,),
+  'batch_size': 8,
+  'num_train_steps': 20,
+  'log_every_steps': 5,
+  'eval_every_steps': 10,
+  'checkpoint_every_steps': 10,
+}
+
+
+def override(config, **overrides) -> None:
+  """Sets `overrides` ('a__b' = a.b) in place; a name that is no field of
+  the config fails (as on the command line), except in the model group,
+  whose fields follow the model."""
+  flat = {k.replace('__', '.'): v for k, v in overrides.items()}
+  known = workdir.flatten(config.to_dict())
+  unknown = [k for k in flat if k not in known and not k.startswith('model.')]
+  assert not unknown, f'no such config fields: {unknown}'
+  config.update_from_flattened_dict(flat)
+
+
+def tiny_config(root: str, **overrides):
+  """The base config with TINY_OVERRIDES, then `overrides` ('a__b' = a.b)."""
+  config = base.get_config()
+  config.data.root = root
+  config.update_from_flattened_dict(TINY_OVERRIDES)
+  override(config, **overrides)
+  return config
+
+
+def tiny_recipe_config(root: str, **overrides):
+  """tiny_config with a tiny ResNet and every part of the accuracy recipe."""
+  config = tiny_config(root)
+  config.model = ml_collections.ConfigDict(
+    {'name': 'resnet', 'stage_sizes': (1, 1), 'widths': (4, 8)}
+  )
+  config.update_from_flattened_dict({
+    'label_smoothing': 0.1,
+    'ema_decay': 0.9,
+    'eval.flip': True,
+    'data.cache': True,
+    'augment.crop_min_area': 0.5,
+    'augment.flip': True,
+    'augment.brightness': 0.2,
+    'augment.contrast': 0.2,
+    'augment.saturation': 0.2,
+    'optimizer.name': 'adamw',
+    'optimizer.learning_rate': 1e-2,
+    'optimizer.schedule': 'warmup_cosine',
+    'optimizer.warmup_steps': 5,
+    'optimizer.weight_decay': 0.05,
+    'optimizer.grad_clip_norm': 1.0,
+  })  # fmt: skip
+  override(config, **overrides)
+  return config
+
+
+def tiny_flags(root: str, **overrides) -> list[str]:
+  """The same settings as main.py command-line flags."""
+  settings = {**TINY_OVERRIDES, 'data.root': root}
+  settings.update({k.replace('__', '.'): v for k, v in overrides.items()})
+  return ['--config=configs/base.py'] + [
+    f'--config.{key}={value}' for key, value in settings.items()
+  ]
+
+
+def decode_resized(data: bytes, size: int) -> np.ndarray:
+  """Image bytes decoded and resized as every model input is."""
+  return images.resize(images.decode_rgb(data), size)
