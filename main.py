@@ -7,6 +7,12 @@ import it. README.md has the commands.
 
 import sys
 
+from catdog_jax import allocator
+
+if __name__ == '__main__':
+  # Before anything else is imported or allocated (catdog_jax/allocator.py).
+  allocator.reexec_with_mimalloc()
+
 import jax
 from absl import app
 from absl import flags
@@ -37,6 +43,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   cli.keep_own_info_logs()
+  logging.info(allocator.describe())
   distributed.initialize(
     FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
   )

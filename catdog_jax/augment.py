@@ -1,7 +1,9 @@
 """Training-time augmentation on the device, inside the jitted train step.
 
 Images arrive as float32 in [0, 1], [B, H, W, 3]; each image draws its own
-crop, flip and colour factors from the step's rng. Running here rather than
+crop, flip, colour factors, grayscale and blur from the step's rng; CutMix
+then pastes a box of another image of the batch into some images and mixes
+their labels by area. Running here rather than
 in the host pipeline keeps the pipeline's uint8 batches small and lets XLA
 batch the work, which on a 2-core CPU would otherwise compete with decoding.
 """
@@ -15,6 +17,8 @@ from catdog_jax.errors import UsageError
 
 # Aspect ratios (width / height) a random resized crop may take.
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+# The largest blur sigma, in pixels: its kernel reaches 3 sigma each side.
+MAX_BLUR_SIGMA = 4.0
 # ITU-R BT.601 luma weights, for saturation jitter. NumPy, not jnp: a jnp
 # array at import would start the backend before jax.distributed can.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -26,6 +30,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       'augment.crop_min_area must be in (0, 1] (1: no crop), got '
       f'{config.crop_min_area}'
+    )
+  for name in ('grayscale', 'cutmix'):
+    if not 0 <= config[name] <= 1:
+      raise UsageError(
+        f'augment.{name} is a probability in [0, 1] (0: off), got '
+        f'{config[name]}'
+      )
+  if not 0 <= config.blur <= MAX_BLUR_SIGMA:
+    raise UsageError(
+      f'augment.blur must be in [0, {MAX_BLUR_SIGMA}] pixels (0: off), got '
+      f'{config.blur}'
     )
 
 
@@ -42,6 +57,8 @@ def is_enabled(config: ml_collections.ConfigDict) -> bool:
     or config.brightness
     or config.contrast
     or config.saturation
+    or config.grayscale
+    or config.blur
   )
 
 
@@ -93,9 +110,69 @@ def color_jitter(rng, image, brightness, contrast, saturation):
   return jnp.clip(image, 0.0, 1.0)
 
 
+def to_grayscale(rng, image, probability: float):
+  """The image in gray (luma in all three channels) with `probability`."""
+  gray = jnp.broadcast_to((image @ _LUMA)[..., None], image.shape)
+  return jnp.where(jax.random.bernoulli(rng, probability), gray, image)
+
+
+def gaussian_blur(rng, image, max_sigma: float):
+  """A Gaussian blur of sigma ~ U(0, max_sigma) pixels (0: the image as it
+  is), separable, the border reflected."""
+  sigma = jax.random.uniform(rng, maxval=max_sigma)
+  radius = int(np.ceil(3 * max_sigma))
+  offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  weights = jnp.exp(-0.5 * (offsets / jnp.maximum(sigma, 1e-3)) ** 2)
+  weights = weights / weights.sum()
+  for axis in (0, 1):
+    pads = [(0, 0)] * 3
+    pads[axis] = (radius, radius)
+    padded = jnp.pad(image, pads, mode='reflect')
+    length = image.shape[axis]
+    image = sum(
+      w * jax.lax.slice_in_dim(padded, k, k + length, axis=axis)
+      for k, w in enumerate(weights)
+    )
+  return image
+
+
+def cutmix(rng, images, labels, probability: float):
+  """CutMix (Yun et al., 2019): with `probability` per image, a box of
+  another image of the batch pasted in, the box's area drawn uniformly.
+
+  Returns:
+    (images, targets): float targets, each label mixed with its partner's by
+    the share of the image that is the partner's.
+  """
+  batch, height, width = images.shape[:3]
+  perm_rng, apply_rng, area_rng, y_rng, x_rng = jax.random.split(rng, 5)
+  partner = jax.random.permutation(perm_rng, batch)
+  applied = jax.random.bernoulli(apply_rng, probability, (batch,))
+  side = jnp.sqrt(jax.random.uniform(area_rng, (batch,)))
+  box_h = jnp.round(side * height)
+  box_w = jnp.round(side * width)
+  top = jnp.floor(jax.random.uniform(y_rng, (batch,)) * (height - box_h + 1))
+  left = jnp.floor(jax.random.uniform(x_rng, (batch,)) * (width - box_w + 1))
+  rows = jnp.arange(height)[None, :, None]
+  cols = jnp.arange(width)[None, None, :]
+  inside = (
+    (rows >= top[:, None, None])
+    & (rows < (top + box_h)[:, None, None])
+    & (cols >= left[:, None, None])
+    & (cols < (left + box_w)[:, None, None])
+    & applied[:, None, None]
+  )
+  images = jnp.where(inside[..., None], images[partner], images)
+  share = inside.mean(axis=(1, 2))
+  labels = labels.astype(jnp.float32)
+  return images, (1 - share) * labels + share * labels[partner]
+
+
 def augment_image(rng, image, config: ml_collections.ConfigDict, size: int):
   """One image through the augmentations `config` enables, at size x size."""
   crop_rng, flip_rng, color_rng = jax.random.split(rng, 3)
+  # Folded in, not split: the draws above stay those of earlier versions.
+  gray_rng, blur_rng = jax.random.fold_in(rng, 3), jax.random.fold_in(rng, 4)
   if crops(config):
     image = random_resized_crop(crop_rng, image, config.crop_min_area, size)
   elif image.shape[:2] != (size, size):
@@ -107,6 +184,10 @@ def augment_image(rng, image, config: ml_collections.ConfigDict, size: int):
     image = color_jitter(
       color_rng, image, config.brightness, config.contrast, config.saturation
     )
+  if config.grayscale:
+    image = to_grayscale(gray_rng, image, config.grayscale)
+  if config.blur:
+    image = gaussian_blur(blur_rng, image, config.blur)
   return image
 
 

@@ -77,6 +77,11 @@ def train_step(
   resizing = image_size not in (None, images.shape[1])
   if augment.is_enabled(config.augment) or resizing:
     images = augment.augment(augment_rng, images, config.augment, image_size)
+  targets = batch['label']
+  if config.augment.cutmix:
+    images, targets = augment.cutmix(
+      jax.random.fold_in(step_rng, 2), images, targets, config.augment.cutmix
+    )
   has_batch_stats = bool(state.batch_stats)
 
   def loss_fn(params):
@@ -94,7 +99,7 @@ def train_step(
       mutable=['batch_stats'] if has_batch_stats else [],
     )
     loss = losses.binary_cross_entropy(
-      logits, batch['label'], config.label_smoothing
+      logits, targets, config.label_smoothing
     ).mean()
     return loss, (logits, updates)
 

@@ -87,6 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.brightness = 0.0
   config.augment.contrast = 0.0
   config.augment.saturation = 0.0
+  # Probability that an image is turned gray.
+  config.augment.grayscale = 0.0
+  # Gaussian blur of sigma drawn uniformly up to this many pixels (at the
+  # training size), for every image.
+  config.augment.blur = 0.0
+  # CutMix: probability that an image gets a box of another image of the
+  # batch pasted in (its label mixed by area).
+  config.augment.cutmix = 0.0
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seed_cnn'

@@ -94,3 +94,56 @@ def test_same_rng_same_images_other_rng_other_images():
   assert not np.allclose(
     first, augment.augment(jax.random.key(6), images, config)
   )
+
+
+def test_grayscale_turns_some_images_gray_and_keeps_the_others():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.random((64, SIZE, SIZE, 3)), jnp.float32)
+  out = np.asarray(
+    augment.augment(jax.random.key(0), images, augment_config(grayscale=0.5))
+  )
+  gray = np.all(np.ptp(out, axis=-1) < 1e-6, axis=(1, 2))
+  kept = np.all(out == np.asarray(images), axis=(1, 2, 3))
+  assert np.all(gray | kept) and 16 < gray.sum() < 48
+  luma = np.asarray(images[gray]) @ np.array([0.299, 0.587, 0.114])
+  np.testing.assert_allclose(out[gray][..., 0], luma, atol=1e-5)
+
+
+def test_blur_keeps_the_mean_and_lowers_the_detail():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.random((16, SIZE, SIZE, 3)), jnp.float32)
+  out = np.asarray(
+    augment.augment(jax.random.key(1), images, augment_config(blur=2.0))
+  )
+  np.testing.assert_allclose(out.mean(), np.asarray(images).mean(), atol=5e-3)
+  detail = np.abs(np.diff(out, axis=2)).mean(axis=(1, 2, 3))
+  before = np.abs(np.diff(np.asarray(images), axis=2)).mean(axis=(1, 2, 3))
+  assert np.all(detail <= before + 1e-6) and detail.mean() < 0.8 * before.mean()
+  # A flat image stays flat: the weights sum to one, the border reflects.
+  flat = augment.gaussian_blur(jax.random.key(2), jnp.full((8, 8, 3), 0.3), 2)
+  np.testing.assert_allclose(flat, 0.3, atol=1e-6)
+
+
+def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
+  batch = 64
+  images = jnp.broadcast_to(
+    jnp.arange(batch, dtype=jnp.float32)[:, None, None, None],
+    (batch, SIZE, SIZE, 3),
+  )
+  labels = jnp.arange(batch) % 2
+  out, targets = augment.cutmix(jax.random.key(0), images, labels, 0.5)
+  out, targets = np.asarray(out), np.asarray(targets)
+  for i in range(batch):
+    values, counts = np.unique(out[i, ..., 0], return_counts=True)
+    own = counts[values == i].sum() / SIZE**2 if i in values else 0.0
+    assert len(values) <= 2
+    partner = values[values != i]
+    partner_label = int(partner[0]) % 2 if len(partner) else labels[i]
+    expected = own * int(labels[i]) + (1 - own) * partner_label
+    np.testing.assert_allclose(targets[i], expected, atol=1e-6)
+  mixed = np.array([len(np.unique(o[..., 0])) == 2 for o in out])
+  assert 16 < mixed.sum() < 48
+  # Off, nothing changes.
+  same, hard = augment.cutmix(jax.random.key(0), images, labels, 0.0)
+  np.testing.assert_array_equal(same, images)
+  np.testing.assert_array_equal(hard, labels)

@@ -72,6 +72,9 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
     ({'eval__translate': -1}, 'eval.translate must be >= 0'),
     ({'eval__translate': 16}, r'under half of data.image_size \(32\)'),
     ({'augment__crop_min_area': 0.0}, 'crop_min_area must be in'),
+    ({'augment__grayscale': 1.5}, 'augment.grayscale is a probability'),
+    ({'augment__cutmix': -0.1}, 'augment.cutmix is a probability'),
+    ({'augment__blur': 9.0}, r'augment.blur must be in \[0, 4.0\]'),
     ({'optimizer__name': 'lion'}, 'unknown optimizer.name'),
     ({'num_train_steps': 0}, 'num_train_steps must be at least 1'),
     ({'data__val_fraction': 0.6, 'data__test_fraction': 0.5}, 'sum'),
@@ -228,6 +231,26 @@ def test_recipe_step_learns_and_keeps_an_average(flat_dataset, name):
   assert 'batch_stats' in variables
   ema, params = (jax.tree.leaves(t) for t in (state.ema_params, state.params))
   assert not np.allclose(ema[0], params[0])
+
+
+def test_style_augmentations_and_cutmix_still_learn(flat_dataset):
+  """Grayscale, blur and CutMix on every image: the step still learns the
+  colour-coded synthetic classes from what survives (the mixed targets)."""
+  config = helpers.tiny_recipe_config(
+    flat_dataset,
+    augment__crop_min_area=1.0,
+    augment__grayscale=0.2,
+    augment__blur=1.0,
+    augment__cutmix=0.5,
+  )
+  batch = learnable_batch()
+  step = jitted_train_step(config)
+  state = tiny_state(config)
+  losses = []
+  for _ in range(30):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics['loss']))
+  assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
 
 
 @pytest.mark.slow  # Trains the whole recipe, twice.
