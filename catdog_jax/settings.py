@@ -6,6 +6,7 @@ import ml_collections
 
 from catdog_jax import augment
 from catdog_jax import models
+from catdog_jax import onednn
 from catdog_jax import optimizer
 from catdog_jax import whitening
 from catdog_jax.errors import UsageError
@@ -35,6 +36,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       f'ema_decay must be in (0, 1), or 0 for none, got {config.ema_decay}'
     )
+  onednn.check_implementation(config.cpu_convolutions)
   check_data(config.data)
   models.check_config(config.model)
   optimizer.check_config(config.optimizer)

@@ -14,6 +14,7 @@ from flax import struct
 from flax.training import train_state
 
 from catdog_jax import models
+from catdog_jax import onednn
 from catdog_jax import optimizer
 from catdog_jax.models import pretrained
 
@@ -39,7 +40,10 @@ def create_train_state(
   any array's shape, so restoring for inference may pass any value.
   """
   model = models.create_model(
-    config.model, jnp.dtype(config.dtype), config.optimizer.freeze
+    config.model,
+    jnp.dtype(config.dtype),
+    config.optimizer.freeze,
+    onednn.conv_for(config.cpu_convolutions),
   )
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.float32)

@@ -47,6 +47,7 @@ RENAMED_FIELDS = {
 # its fields follow its model.
 ADDED_FIELDS = {
   'label_smoothing': 0.0,
+  'cpu_convolutions': 'xla',
   'ema_decay': 0.0,
   'progressive_sizes': [],
   'eval.flip': False,

@@ -31,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.checkpoints_to_keep = 3
   config.dtype = 'float32'
+  # Convolutions on a CPU: 'xla' (float32, XLA's own), 'onednn_bf16'
+  # (bfloat16 through oneDNN: CPUs with AMX or AVX512-BF16, oneDNN
+  # installed) or 'auto' (oneDNN where it runs, else XLA; the log says
+  # which). Other platforms always use XLA's.
+  config.cpu_convolutions = 'xla'
   # Target smoothing towards 0.5 (0: the seed's hard labels).
   config.label_smoothing = 0.0
   # Evaluate an exponential moving average of the weights with this decay

@@ -28,6 +28,7 @@ CONFIGS = (
 # Each switch of the recipes and the value that turns it off; base.py (the
 # seed's recipe) has every one of them off.
 SWITCHES_OFF = {
+  'cpu_convolutions': 'xla',
   'label_smoothing': 0.0,
   'ema_decay': 0.0,
   'eval.flip': False,

@@ -33,8 +33,9 @@ MODELS = {
 INIT_FIELDS = frozenset(
   {'init_from', 'init_sha256', 'dont_load', 'whiten_stem'}
 )
-# Set from optimizer.freeze and config.dtype, not from the model group.
-_FROM_TRAINING = frozenset({'frozen', 'dtype'})
+# Set from optimizer.freeze, config.dtype and config.cpu_convolutions, not
+# from the model group.
+_FROM_TRAINING = frozenset({'frozen', 'dtype', 'conv_fn'})
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -66,7 +67,10 @@ def can_freeze(config: ml_collections.ConfigDict) -> bool:
 
 
 def create_model(
-  config: ml_collections.ConfigDict, dtype=jnp.float32, frozen: str = ''
+  config: ml_collections.ConfigDict,
+  dtype=jnp.float32,
+  frozen: str = '',
+  conv_fn=None,
 ):
   """Builds `config.name` with the model fields of `config` as arguments.
 
@@ -74,6 +78,8 @@ def create_model(
     config: the `model` group.
     dtype: the computation dtype.
     frozen: optimizer.freeze, for models that can freeze (`can_freeze`).
+    conv_fn: a replacement of `lax.conv_general_dilated` for the models
+      that take one (the seed CNN, the ResNet); None: XLA's own.
 
   Raises:
     UsageError: on an unknown model name or field.
@@ -82,6 +88,9 @@ def create_model(
   kwargs = {k: v for k, v in config.items() if k not in INIT_FIELDS | {'name'}}
   if frozen:
     kwargs['frozen'] = frozen
+  fields = {field.name for field in dataclasses.fields(MODELS[config.name])}
+  if conv_fn is not None and 'conv_fn' in fields:
+    kwargs['conv_fn'] = conv_fn
   return MODELS[config.name](dtype=dtype, **kwargs)
 
 

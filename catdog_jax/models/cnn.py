@@ -1,5 +1,6 @@
 """The seed's CNN, layer for layer as the Keras model it mirrors."""
 
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -20,18 +21,22 @@ class SeedCNN(nn.Module):
     dropout_rate: dropout after each hidden dense layer in training; the
       seed has none (0.0). Adds no parameters.
     dtype: computation dtype; parameters stay float32.
+    conv_fn: replaces `lax.conv_general_dilated` (None: XLA's own).
   """
 
   conv_features: Sequence[int] = (32, 64, 128)
   dense_features: Sequence[int] = (128, 64, 32)
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     x = images.astype(self.dtype)
     for i, features in enumerate(self.conv_features, start=1):
-      x = layers.conv(features, (3, 3), self.dtype, name=f'conv{i}')(x)
+      x = layers.conv(
+        features, (3, 3), self.dtype, f'conv{i}', conv_fn=self.conv_fn
+      )(x)
       x = nn.relu(x)
       x = layers.MaxPool2x2(name=f'pool{i}')(x)
     x = layers.Flatten(name='flatten')(x)

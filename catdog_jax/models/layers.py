@@ -44,10 +44,17 @@ class GlobalAvgPool(nn.Module):
     return x.mean(axis=(1, 2))
 
 
-def conv(features, kernel, dtype, name=None, **kwargs):
-  """A SAME-padded conv (Keras' `padding='same'`)."""
+def conv(features, kernel, dtype, name=None, conv_fn=None, **kwargs):
+  """A SAME-padded conv (Keras' `padding='same'`); `conv_fn` replaces
+  `lax.conv_general_dilated` (None: XLA's own)."""
   return nn.Conv(
-    features, kernel, padding='SAME', dtype=dtype, name=name, **kwargs
+    features,
+    kernel,
+    padding='SAME',
+    dtype=dtype,
+    name=name,
+    conv_general_dilated=conv_fn,
+    **kwargs,
   )
 
 

@@ -1,5 +1,7 @@
 """A ResNet for small inputs: the model of the CPU and GPU recipes."""
 
+import functools
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -14,21 +16,25 @@ class ResidualBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     shortcut = x
-    y = layers.conv(self.features, (3, 3), self.dtype, strides=self.strides)(x)
+    conv = functools.partial(
+      layers.conv, dtype=self.dtype, conv_fn=self.conv_fn
+    )
+    y = conv(self.features, (3, 3), strides=self.strides)(x)
     y = nn.relu(layers.batch_norm(train, self.dtype)(y))
-    y = layers.conv(self.features, (3, 3), self.dtype)(y)
+    y = conv(self.features, (3, 3))(y)
     # Zero-initialised last scale: each block starts as the identity.
     y = layers.batch_norm(train, self.dtype, scale_init=nn.initializers.zeros)(
       y
     )
     if shortcut.shape != y.shape:
-      shortcut = layers.conv(
-        self.features, (1, 1), self.dtype, strides=self.strides, name='proj'
-      )(x)
+      shortcut = conv(self.features, (1, 1), strides=self.strides, name='proj')(
+        x
+      )
       shortcut = layers.batch_norm(train, self.dtype, name='proj_norm')(
         shortcut
       )
@@ -56,6 +62,7 @@ class ResNet(nn.Module):
     stem_pool: a 2x2 max pool after the stem conv, before its BatchNorm
       (halves the resolution again for the cost of the stem alone).
     dtype: computation dtype; parameters stay float32.
+    conv_fn: replaces `lax.conv_general_dilated` (None: XLA's own).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -63,13 +70,14 @@ class ResNet(nn.Module):
   stem_strides: int = 1
   stem_pool: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     x = images.astype(self.dtype)
     x = layers.conv(
-      self.widths[0], (3, 3), self.dtype, strides=self.stem_strides,
-      name='stem',
+      self.widths[0], (3, 3), self.dtype, 'stem', self.conv_fn,
+      strides=self.stem_strides,
     )(x)  # fmt: skip
     if self.stem_pool:
       x = StemPool(name='stem_pool')(x)
@@ -79,9 +87,9 @@ class ResNet(nn.Module):
     ):
       for j in range(size):
         strides = 2 if i > 0 and j == 0 else 1
-        x = ResidualBlock(width, strides, self.dtype, name=f'stage{i + 1}_{j}')(
-          x, train
-        )
+        x = ResidualBlock(
+          width, strides, self.dtype, self.conv_fn, name=f'stage{i + 1}_{j}'
+        )(x, train)
     x = layers.GlobalAvgPool(name='pool')(x)
     x = nn.Dense(1, dtype=self.dtype, name='logit')(x)
     return x[:, 0].astype(jnp.float32)

@@ -1,0 +1,298 @@
+"""Convolutions on the CPU in bfloat16 through oneDNN (AMX, AVX512-BF16).
+
+XLA:CPU's convolutions run in float32 on Eigen; on a CPU with AMX, oneDNN's
+bfloat16 kernels run the CPU configs' layers several times faster
+(docs/performance.md). `conv_general_dilated` is a drop-in for
+`lax.conv_general_dilated` that models pass to flax's `nn.Conv`: on the
+CPU it casts the image and kernel to bfloat16 and calls oneDNN through
+three XLA FFI custom calls (forward, input gradient, kernel gradient;
+float32 results, as a TPU's default precision does); on any other platform
+it is XLA's own conv, so GPU and TPU lowering are unchanged.
+
+The C++ (conv.cc) is compiled on first use with the system's g++ against
+oneDNN's headers and library (Debian/Ubuntu: `apt install libdnnl-dev`,
+or CATDOG_JAX_ONEDNN_ROOT=PREFIX), cached under the user cache folder by
+the hash of its source and the versions it was built against.
+"""
+
+import ctypes
+import fcntl
+import functools
+import hashlib
+import os
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+
+from catdog_jax.errors import UsageError
+
+SOURCE = os.path.join(os.path.dirname(__file__), 'conv.cc')
+ROOT_ENV = 'CATDOG_JAX_ONEDNN_ROOT'  # A prefix with include/ and lib/.
+CACHE_ENV = 'CATDOG_JAX_CACHE'  # Where the built library goes.
+_TARGETS = {
+  'forward': 'catdog_conv_forward',
+  'backward_data': 'catdog_conv_backward_data',
+  'backward_weights': 'catdog_conv_backward_weights',
+}
+_SYMBOLS = {
+  'forward': 'CatdogConvForward',
+  'backward_data': 'CatdogConvBackwardData',
+  'backward_weights': 'CatdogConvBackwardWeights',
+}
+# Kernels that run bfloat16 in hardware: anything else (emulation, oneDNN's
+# reference code) is slower than XLA's float32.
+_HARDWARE_BF16 = ('amx_bf16', 'avx512_core_bf16')
+IMPLEMENTATIONS = ('xla', 'onednn_bf16', 'auto')
+
+
+class Unavailable(Exception):
+  """oneDNN's bf16 convolutions cannot run here; the message says why."""
+
+
+def cache_dir() -> str:
+  if os.environ.get(CACHE_ENV):
+    return os.environ[CACHE_ENV]
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+    os.path.expanduser('~'), '.cache'
+  )
+  return os.path.join(cache, 'catdog_jax')
+
+
+def _prefixes() -> list[str]:
+  prefixes = [os.environ[ROOT_ENV]] if os.environ.get(ROOT_ENV) else []
+  return prefixes + ['/usr', '/usr/local']
+
+
+def find_onednn() -> tuple[str, str]:
+  """(include folder, library file) of an installed oneDNN.
+
+  Raises:
+    Unavailable: naming what to install.
+  """
+  for prefix in _prefixes():
+    include = os.path.join(prefix, 'include')
+    if not os.path.isfile(os.path.join(include, 'oneapi/dnnl/dnnl.hpp')):
+      continue
+    for libdir in ('lib', 'lib64', 'lib/x86_64-linux-gnu'):
+      library = os.path.join(prefix, libdir, 'libdnnl.so')
+      if os.path.isfile(library):
+        return include, library
+  raise Unavailable(
+    'oneDNN is not installed (apt install libdnnl-dev, or set '
+    f'{ROOT_ENV}=PREFIX with include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)'
+  )
+
+
+def _build_id(include: str) -> str:
+  """A hash of what the built library depends on."""
+  digest = hashlib.sha256()
+  with open(SOURCE, 'rb') as f:
+    digest.update(f.read())
+  with open(os.path.join(include, 'oneapi/dnnl/dnnl_version.h'), 'rb') as f:
+    digest.update(f.read())
+  digest.update(jax.lib.__version__.encode())
+  return digest.hexdigest()[:16]
+
+
+def build() -> str:
+  """The compiled library, built now if this source was never built here.
+
+  Raises:
+    Unavailable: without oneDNN or g++, or when compiling fails.
+  """
+  include, library = find_onednn()
+  folder = os.path.join(cache_dir(), 'onednn', _build_id(include))
+  built = os.path.join(folder, 'libcatdog_onednn.so')
+  if os.path.exists(built):
+    return built
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, 'build.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Another process may be building it.
+    if not os.path.exists(built):
+      _compile(include, library, built)
+  return built
+
+
+def _compile(include: str, library: str, output: str) -> None:
+  logging.info('Compiling the oneDNN convolutions (once; ~20 s).')
+  temporary = f'{output}.{os.getpid()}.tmp'
+  command = [
+    'g++', '-O2', '-std=c++17', '-shared', '-fPIC', SOURCE,
+    f'-I{jax.ffi.include_dir()}', f'-I{include}',
+    f'-L{os.path.dirname(library)}', f'-Wl,-rpath,{os.path.dirname(library)}',
+    '-ldnnl', '-o', temporary,
+  ]  # fmt: skip
+  try:
+    subprocess.run(command, check=True, capture_output=True, text=True)
+  except FileNotFoundError as e:
+    raise Unavailable('g++ is not installed') from e
+  except subprocess.CalledProcessError as e:
+    last = (e.stderr.strip().splitlines() or ['?'])[-1]
+    raise Unavailable(f'compiling {SOURCE} failed: {last}') from e
+  os.replace(temporary, output)
+
+
+@functools.cache
+def load() -> str:
+  """Builds, loads and registers the custom calls; returns oneDNN's kernel
+  name for this CPU (e.g. 'brgconv:avx512_core_amx_bf16').
+
+  Raises:
+    Unavailable: when it cannot build, or this CPU has no bf16 kernels.
+  """
+  library = ctypes.CDLL(build())
+  library.CatdogConvKernelName.restype = ctypes.c_char_p
+  kernel = library.CatdogConvKernelName().decode()
+  if not any(name in kernel for name in _HARDWARE_BF16):
+    raise Unavailable(
+      f'this CPU has no bfloat16 convolution kernels (oneDNN picks '
+      f'{kernel or "none"}): it needs AMX or AVX512-BF16'
+    )
+  for op, target in _TARGETS.items():
+    jax.ffi.register_ffi_target(
+      target, jax.ffi.pycapsule(getattr(library, _SYMBOLS[op])), 'cpu'
+    )
+  return kernel
+
+
+def check_implementation(name: str) -> None:
+  """Raises UsageError unless convolutions `name` can run here."""
+  if name not in IMPLEMENTATIONS:
+    raise UsageError(
+      f'unknown cpu_convolutions {name!r}; known: {", ".join(IMPLEMENTATIONS)}'
+    )
+  if name == 'onednn_bf16' and jax.default_backend() == 'cpu':
+    try:
+      load()
+    except Unavailable as e:
+      raise UsageError(
+        f'cpu_convolutions=onednn_bf16: {e}; use auto or xla instead'
+      ) from e
+
+
+@functools.cache
+def conv_for(name: str):
+  """The `conv_general_dilated` the models get for config.cpu_convolutions:
+  None (XLA's own) or this module's; 'auto' chooses oneDNN where it runs,
+  and says so once."""
+  if name == 'xla' or jax.default_backend() != 'cpu':
+    return None
+  try:
+    kernel = load()
+  except Unavailable as e:
+    if name == 'onednn_bf16':
+      raise UsageError(f'cpu_convolutions=onednn_bf16: {e}') from e
+    logging.info('Convolutions: XLA float32 (oneDNN bf16 not used: %s).', e)
+    return None
+  logging.info('Convolutions: oneDNN bfloat16 (%s).', kernel)
+  return conv_general_dilated
+
+
+# --- The differentiable convolution --------------------------------------
+
+
+def _attributes(strides, padding) -> dict:
+  return {
+    'strides': np.asarray(strides, np.int64),
+    'padding': np.asarray([p for pair in padding for p in pair], np.int64),
+  }
+
+
+def _call(op: str, shape, a, b, strides, padding):
+  call = jax.ffi.ffi_call(
+    _TARGETS[op], jax.ShapeDtypeStruct(shape, jnp.float32)
+  )
+  return call(
+    a.astype(jnp.bfloat16),
+    b.astype(jnp.bfloat16),
+    **_attributes(strides, padding),
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, padding):
+  return _forward(x, kernel, strides, padding)[0]
+
+
+def _forward(x, kernel, strides, padding):
+  n, h, w, _ = x.shape
+  kh, kw, _, f = kernel.shape
+  oh = (h + sum(padding[0]) - kh) // strides[0] + 1
+  ow = (w + sum(padding[1]) - kw) // strides[1] + 1
+  y = _call('forward', (n, oh, ow, f), x, kernel, strides, padding)
+  residuals = (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  return y.astype(x.dtype), residuals
+
+
+def _backward(strides, padding, residuals, dy):
+  # flax promotes the image and kernel to one dtype, the output's.
+  x, kernel = residuals
+  dx = _call('backward_data', x.shape, dy, kernel, strides, padding)
+  dkernel = _call('backward_weights', kernel.shape, x, dy, strides, padding)
+  return dx.astype(dy.dtype), dkernel.astype(dy.dtype)
+
+
+_conv.defvjp(_forward, _backward)
+
+
+def _nhwc_hwio(dimension_numbers, ndim: int) -> bool:
+  numbers = lax.conv_dimension_numbers(
+    (1,) * ndim, (1,) * ndim, dimension_numbers
+  )
+  return numbers == lax.conv_dimension_numbers(
+    (1,) * ndim, (1,) * ndim, ('NHWC', 'HWIO', 'NHWC')
+  )
+
+
+def conv_general_dilated(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+):
+  """`lax.conv_general_dilated`, in bfloat16 through oneDNN on the CPU.
+
+  What oneDNN here does not cover (dilations, grouped convolutions, other
+  layouts) is XLA's conv, as on other platforms.
+  """
+  xla = functools.partial(
+    lax.conv_general_dilated,
+    window_strides=window_strides,
+    padding=padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
+  plain = (
+    lhs.ndim == 4
+    and feature_group_count == 1
+    and all(d == 1 for d in (lhs_dilation or (1, 1)))
+    and all(d == 1 for d in (rhs_dilation or (1, 1)))
+    and _nhwc_hwio(dimension_numbers, lhs.ndim)
+  )
+  if not plain:
+    return xla(lhs, rhs)
+  strides = tuple(int(s) for s in window_strides)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides,
+                                  padding)  # fmt: skip
+  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  return lax.platform_dependent(
+    lhs,
+    rhs,
+    cpu=lambda x, k: _conv(x, k, strides, padding),
+    default=lambda x, k: xla(x, k),
+  )

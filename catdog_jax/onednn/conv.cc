@@ -1,0 +1,296 @@
+// 2-D convolutions on the CPU through oneDNN, as XLA FFI custom calls.
+//
+// NHWC activations and HWIO kernels (JAX's layouts), bfloat16 inputs and
+// float32 outputs: on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels
+// take these layouts directly. Three calls make a differentiable conv
+// (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
+// input and the gradient of the kernel. Primitives are created once per
+// shape and cached; each call runs on the caller's thread, oneDNN's own
+// OpenMP threads doing the work.
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Type = memory::data_type;
+
+namespace {
+
+enum class Op { kForward, kBackwardData, kBackwardWeights };
+
+// What fixes a primitive: the op and every extent, stride and padding.
+using Key = std::tuple<int, std::array<int64_t, 13>>;
+
+struct Cached {
+  dnnl::primitive conv;
+  // The kernel's layout that the primitive wants, and the reorder from (or
+  // to) HWIO when it is another one.
+  memory::desc kernel_desc;
+  bool reorder_kernel = false;
+};
+
+struct State {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::mutex mutex;
+  std::map<Key, std::shared_ptr<Cached>> cache;
+};
+
+State& state() {
+  static State* s = new State();  // Never destroyed: used until exit.
+  return *s;
+}
+
+struct Geometry {
+  int64_t n, h, w, c, kh, kw, f, oh, ow;
+  memory::dims strides, pad_lo, pad_hi;
+
+  memory::dims src() const { return {n, c, h, w}; }
+  memory::dims kernel() const { return {f, c, kh, kw}; }
+  memory::dims dst() const { return {n, f, oh, ow}; }
+};
+
+Key KeyOf(Op op, const Geometry& g) {
+  return {static_cast<int>(op),
+          {g.n, g.h, g.w, g.c, g.kh, g.kw, g.f, g.strides[0], g.strides[1],
+           g.pad_lo[0], g.pad_lo[1], g.pad_hi[0], g.pad_hi[1]}};
+}
+
+memory::desc Nhwc(const memory::dims& dims, Type type) {
+  return memory::desc(dims, type, Tag::nhwc);
+}
+
+memory::desc AnyLayout(const memory::dims& dims, Type type) {
+  return memory::desc(dims, type, Tag::any);
+}
+
+// The forward primitive descriptor: the backward ones need it as a hint.
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g,
+                                                      const dnnl::engine& e) {
+  auto src = Nhwc(g.src(), Type::bf16);
+  auto kernel = AnyLayout(g.kernel(), Type::bf16);
+  auto dst = Nhwc(g.dst(), Type::f32);
+#if DNNL_VERSION_MAJOR >= 3
+  return {e, dnnl::prop_kind::forward_training,
+          dnnl::algorithm::convolution_direct, src, kernel, dst,
+          g.strides, g.pad_lo, g.pad_hi};
+#else
+  return {{dnnl::prop_kind::forward_training,
+           dnnl::algorithm::convolution_direct, src, kernel, dst, g.strides,
+           g.pad_lo, g.pad_hi},
+          e};
+#endif
+}
+
+std::shared_ptr<Cached> Create(Op op, const Geometry& g, const dnnl::engine& e) {
+  auto cached = std::make_shared<Cached>();
+  auto forward = ForwardDesc(g, e);
+  if (op == Op::kForward) {
+    cached->conv = dnnl::convolution_forward(forward);
+    cached->kernel_desc = forward.weights_desc();
+  } else if (op == Op::kBackwardData) {
+    auto dsrc = Nhwc(g.src(), Type::f32);
+    auto kernel = AnyLayout(g.kernel(), Type::bf16);
+    auto ddst = Nhwc(g.dst(), Type::bf16);
+#if DNNL_VERSION_MAJOR >= 3
+    dnnl::convolution_backward_data::primitive_desc pd(
+        e, dnnl::algorithm::convolution_direct, dsrc, kernel, ddst,
+        g.strides, g.pad_lo, g.pad_hi, forward);
+#else
+    dnnl::convolution_backward_data::primitive_desc pd(
+        {dnnl::algorithm::convolution_direct, dsrc, kernel, ddst, g.strides,
+         g.pad_lo, g.pad_hi},
+        e, forward);
+#endif
+    cached->conv = dnnl::convolution_backward_data(pd);
+    cached->kernel_desc = pd.weights_desc();
+  } else {
+    auto src = Nhwc(g.src(), Type::bf16);
+    auto dkernel = AnyLayout(g.kernel(), Type::f32);
+    auto ddst = Nhwc(g.dst(), Type::bf16);
+#if DNNL_VERSION_MAJOR >= 3
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        e, dnnl::algorithm::convolution_direct, src, dkernel, ddst,
+        g.strides, g.pad_lo, g.pad_hi, forward);
+#else
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        {dnnl::algorithm::convolution_direct, src, dkernel, ddst, g.strides,
+         g.pad_lo, g.pad_hi},
+        e, forward);
+#endif
+    cached->conv = dnnl::convolution_backward_weights(pd);
+    cached->kernel_desc = pd.diff_weights_desc();
+  }
+  Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : Type::bf16;
+  cached->reorder_kernel =
+      cached->kernel_desc != memory::desc(g.kernel(), hwio_type, Tag::hwio);
+  return cached;
+}
+
+std::shared_ptr<Cached> Get(Op op, const Geometry& g) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  auto& entry = s.cache[KeyOf(op, g)];
+  if (!entry) entry = Create(op, g, s.engine);
+  return entry;
+}
+
+ffi::Error Check(bool ok, const char* what) {
+  return ok ? ffi::Error::Success() : ffi::Error::InvalidArgument(what);
+}
+
+// The geometry from an NHWC input's and an HWIO kernel's extents, the
+// output's, and the attributes.
+ffi::ErrorOr<Geometry> GeometryOf(ffi::Span<const int64_t> nhwc,
+                                  ffi::Span<const int64_t> hwio,
+                                  ffi::Span<const int64_t> out,
+                                  ffi::Span<const int64_t> strides,
+                                  ffi::Span<const int64_t> padding) {
+  if (nhwc.size() != 4 || hwio.size() != 4 || out.size() != 4 ||
+      strides.size() != 2 || padding.size() != 4) {
+    return ffi::Unexpected(
+        ffi::Error::InvalidArgument("onednn conv: expected NHWC, HWIO, "
+                                    "2 strides, 4 pads"));
+  }
+  Geometry g{nhwc[0], nhwc[1], nhwc[2], nhwc[3], hwio[0], hwio[1], hwio[3],
+             out[1],  out[2],  {strides[0], strides[1]},
+             {padding[0], padding[2]}, {padding[1], padding[3]}};
+  return g;
+}
+
+void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
+  auto cached = Get(op, g);
+  State& s = state();
+  const dnnl::engine& e = s.engine;
+  Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : Type::bf16;
+  memory user_kernel(memory::desc(g.kernel(), hwio_type, Tag::hwio), e,
+                     kernel);
+  memory conv_kernel = user_kernel;
+  if (cached->reorder_kernel) conv_kernel = memory(cached->kernel_desc, e);
+  if (op == Op::kForward) {
+    if (cached->reorder_kernel)
+      dnnl::reorder(user_kernel, conv_kernel)
+          .execute(s.stream, user_kernel, conv_kernel);
+    memory in(Nhwc(g.src(), Type::bf16), e, src);
+    memory out(Nhwc(g.dst(), Type::f32), e, dst);
+    cached->conv.execute(s.stream, {{DNNL_ARG_SRC, in},
+                                    {DNNL_ARG_WEIGHTS, conv_kernel},
+                                    {DNNL_ARG_DST, out}});
+  } else if (op == Op::kBackwardData) {
+    // Here `src` is the output gradient and `dst` the input gradient.
+    if (cached->reorder_kernel)
+      dnnl::reorder(user_kernel, conv_kernel)
+          .execute(s.stream, user_kernel, conv_kernel);
+    memory ddst(Nhwc(g.dst(), Type::bf16), e, src);
+    memory dsrc(Nhwc(g.src(), Type::f32), e, dst);
+    cached->conv.execute(s.stream, {{DNNL_ARG_DIFF_DST, ddst},
+                                    {DNNL_ARG_WEIGHTS, conv_kernel},
+                                    {DNNL_ARG_DIFF_SRC, dsrc}});
+  } else {
+    // Here `kernel` is the (output) kernel gradient and `dst` the output
+    // gradient, an input.
+    memory in(Nhwc(g.src(), Type::bf16), e, src);
+    memory ddst(Nhwc(g.dst(), Type::bf16), e, dst);
+    cached->conv.execute(s.stream, {{DNNL_ARG_SRC, in},
+                                    {DNNL_ARG_DIFF_DST, ddst},
+                                    {DNNL_ARG_DIFF_WEIGHTS, conv_kernel}});
+    if (cached->reorder_kernel)
+      dnnl::reorder(conv_kernel, user_kernel)
+          .execute(s.stream, conv_kernel, user_kernel);
+  }
+  s.stream.wait();
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                   ffi::Result<ffi::AnyBuffer> y,
+                   ffi::Span<const int64_t> strides,
+                   ffi::Span<const int64_t> padding) {
+  if (auto e = Check(x.element_type() == ffi::BF16 &&
+                         kernel.element_type() == ffi::BF16 &&
+                         y->element_type() == ffi::F32,
+                     "onednn conv forward: bf16, bf16 -> f32");
+      e.failure())
+    return e;
+  auto g = GeometryOf(x.dimensions(), kernel.dimensions(), y->dimensions(),
+                      strides, padding);
+  if (g.has_error()) return g.error();
+  Run(Op::kForward, *g, x.untyped_data(), kernel.untyped_data(),
+      y->untyped_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel,
+                        ffi::Result<ffi::AnyBuffer> dx,
+                        ffi::Span<const int64_t> strides,
+                        ffi::Span<const int64_t> padding) {
+  if (auto e = Check(dy.element_type() == ffi::BF16 &&
+                         kernel.element_type() == ffi::BF16 &&
+                         dx->element_type() == ffi::F32,
+                     "onednn conv input gradient: bf16, bf16 -> f32");
+      e.failure())
+    return e;
+  auto g = GeometryOf(dx->dimensions(), kernel.dimensions(), dy.dimensions(),
+                      strides, padding);
+  if (g.has_error()) return g.error();
+  Run(Op::kBackwardData, *g, dy.untyped_data(), kernel.untyped_data(),
+      dx->untyped_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                           ffi::Result<ffi::AnyBuffer> dkernel,
+                           ffi::Span<const int64_t> strides,
+                           ffi::Span<const int64_t> padding) {
+  if (auto e = Check(x.element_type() == ffi::BF16 &&
+                         dy.element_type() == ffi::BF16 &&
+                         dkernel->element_type() == ffi::F32,
+                     "onednn conv kernel gradient: bf16, bf16 -> f32");
+      e.failure())
+    return e;
+  auto g = GeometryOf(x.dimensions(), dkernel->dimensions(), dy.dimensions(),
+                      strides, padding);
+  if (g.has_error()) return g.error();
+  Run(Op::kBackwardWeights, *g, x.untyped_data(), dkernel->untyped_data(),
+      dy.untyped_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Two buffers in, one out, the strides and the (lo, hi) paddings.
+#define CATDOG_CONV_BINDING                    \
+  ffi::Ffi::Bind()                             \
+      .Arg<ffi::AnyBuffer>()                   \
+      .Arg<ffi::AnyBuffer>()                   \
+      .Ret<ffi::AnyBuffer>()                   \
+      .Attr<ffi::Span<const int64_t>>("strides") \
+      .Attr<ffi::Span<const int64_t>>("padding")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvForward, Forward, CATDOG_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvBackwardData, BackwardData,
+                              CATDOG_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvBackwardWeights, BackwardWeights,
+                              CATDOG_CONV_BINDING);
+
+// The kernel oneDNN picks for a small bf16 conv on this CPU (for example
+// "brgconv:avx512_core_amx_bf16"), or "" when it has none.
+extern "C" const char* CatdogConvKernelName() {
+  static std::string name;
+  try {
+    Geometry g{1, 8, 8, 16, 3, 3, 16, 8, 8, {1, 1}, {1, 1}, {1, 1}};
+    name = ForwardDesc(g, state().engine).impl_info_str();
+  } catch (...) {
+    name = "";
+  }
+  return name.c_str();
+}

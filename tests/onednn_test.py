@@ -1,0 +1,176 @@
+"""oneDNN's bfloat16 convolutions (catdog_jax/onednn) against XLA's.
+
+They run where oneDNN is installed and the CPU has bf16 kernels (AMX or
+AVX512-BF16); elsewhere they skip, saying which of the two is missing.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from catdog_jax import onednn
+from catdog_jax import settings
+from catdog_jax import state as state_lib
+from catdog_jax.errors import UsageError
+from tests import helpers
+
+
+def skip_reason() -> str | None:
+  try:
+    onednn.load()
+  except onednn.Unavailable as e:
+    return str(e)
+  return None
+
+
+needs_onednn = pytest.mark.skipif(
+  skip_reason() is not None, reason=f'oneDNN bf16: {skip_reason()}'
+)
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+# Float32 accumulation of the same bf16 products, in another order.
+RTOL = 1e-5
+
+
+def bf16(x):
+  """x rounded to bfloat16, kept float32: what oneDNN computes with."""
+  return x.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+def xla_conv(strides, padding):
+  return functools.partial(
+    lax.conv_general_dilated,
+    window_strides=strides,
+    padding=padding,
+    dimension_numbers=NHWC,
+  )
+
+
+def random_pair(rng, n, h, w, c, k, f):
+  x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((k, k, c, f)) * 0.2, jnp.float32)
+  return x, kernel
+
+
+def assert_close(got, want):
+  scale = float(jnp.max(jnp.abs(want)))
+  np.testing.assert_allclose(got, want, atol=RTOL * scale, rtol=0)
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+  'shape, k, strides, padding',
+  [
+    ((4, 16, 16, 8), 3, (1, 1), 'SAME'),
+    ((4, 17, 15, 8), 3, (2, 2), 'SAME'),  # Odd sizes: uneven SAME pads.
+    ((2, 32, 32, 3), 3, (2, 2), 'SAME'),  # The 3-channel stem.
+    ((4, 8, 8, 16), 1, (2, 2), 'VALID'),  # A strided 1x1 shortcut.
+    ((2, 12, 12, 8), 3, (1, 2), ((2, 0), (1, 1))),
+  ],
+)
+def test_conv_and_its_gradients_equal_xla_on_bf16_inputs(
+  shape, k, strides, padding
+):
+  rng = np.random.default_rng(0)
+  x, kernel = random_pair(rng, *shape, k, 16)
+  ours = functools.partial(
+    onednn.conv_general_dilated,
+    window_strides=strides,
+    padding=padding,
+    dimension_numbers=NHWC,
+  )
+  theirs = xla_conv(strides, padding)
+  y, vjp = jax.vjp(jax.jit(ours), x, kernel)
+  want, want_vjp = jax.vjp(theirs, bf16(x), bf16(kernel))
+  assert y.dtype == jnp.float32 and y.shape == want.shape
+  assert_close(y, want)
+  dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+  for got, expected in zip(vjp(dy), want_vjp(bf16(dy)), strict=True):
+    assert_close(got, expected)
+
+
+@needs_onednn
+def test_what_it_does_not_cover_is_xlas_conv():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 1, 4)), jnp.float32)
+  grouped = dict(
+    window_strides=(1, 1),
+    padding='SAME',
+    dimension_numbers=NHWC,
+    feature_group_count=4,
+  )
+  np.testing.assert_array_equal(
+    onednn.conv_general_dilated(x, kernel, **grouped),
+    lax.conv_general_dilated(x, kernel, **grouped),
+  )
+
+
+@needs_onednn
+def test_it_is_deterministic():
+  rng = np.random.default_rng(2)
+  x, kernel = random_pair(rng, 8, 20, 20, 16, 3, 32)
+
+  def loss(x, kernel):
+    y = onednn.conv_general_dilated(x, kernel, (1, 1), 'SAME', None, None,
+                                    NHWC)  # fmt: skip
+    return jnp.sum(jnp.sin(y))
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  first, second = grad(x, kernel), grad(x, kernel)
+  jax.tree.map(np.testing.assert_array_equal, first, second)
+
+
+def test_other_platforms_lower_xlas_conv():
+  # No custom call reaches a GPU or TPU program, oneDNN or not.
+  x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
+  kernel = jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32)
+
+  def loss(x, kernel):
+    y = onednn.conv_general_dilated(x, kernel, (1, 1), 'SAME', None, None,
+                                    NHWC)  # fmt: skip
+    return jnp.sum(y**2)
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  exported = jax.export.export(grad, platforms=('cuda', 'tpu'))(x, kernel)
+  assert 'catdog_conv' not in exported.mlir_module()
+
+
+@needs_onednn
+def test_the_resnet_trains_with_it(flat_dataset):
+  config = helpers.tiny_recipe_config(
+    flat_dataset, cpu_convolutions='onednn_bf16'
+  )
+  settings.check_config(config)
+  state = state_lib.create_train_state(jax.random.key(0), config, 10)
+  images = jnp.zeros((2, 32, 32, 3))
+  text = (
+    jax.jit(state.apply_fn)
+    .lower({'params': state.params, 'batch_stats': state.batch_stats}, images)
+    .as_text()
+  )
+  assert 'catdog_conv_forward' in text
+
+
+def test_an_unknown_implementation_is_refused():
+  with pytest.raises(UsageError, match='unknown cpu_convolutions'):
+    onednn.check_implementation('mkl')
+
+
+def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch):
+  def unavailable():
+    raise onednn.Unavailable('not here')
+
+  monkeypatch.setattr(onednn, 'load', unavailable)
+  onednn.conv_for.cache_clear()
+  try:
+    assert onednn.conv_for('auto') is None
+    with pytest.raises(UsageError, match='onednn_bf16: not here'):
+      onednn.conv_for('onednn_bf16')
+    with pytest.raises(UsageError, match='use auto or xla'):
+      onednn.check_implementation('onednn_bf16')
+  finally:
+    onednn.conv_for.cache_clear()
