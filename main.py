@@ -29,7 +29,10 @@ flags.DEFINE_enum(
   '; '.join(f'{mode}: {what}' for mode, (_, what) in cli.MODES.items()),
 )  # fmt: skip
 flags.DEFINE_string('workdir', None, 'Where checkpoints and reports go.')
-flags.DEFINE_string('images', None, 'predict: files; eval: a labelled folder.')
+flags.DEFINE_multi_string(
+  'images', None, 'predict: files, folders or globs (repeatable; more photos '
+  'may follow as arguments); eval: one labelled folder.',
+)  # fmt: skip
 flags.DEFINE_string('output', None, 'predict: CSV to write; eval: JSON.')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: process 0.')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: how many processes.')
@@ -40,8 +43,6 @@ CONFIG = config_flags.DEFINE_config_file(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
   cli.keep_own_info_logs()
   logging.info(allocator.describe())
   distributed.initialize(
@@ -54,7 +55,7 @@ def main(argv):
       FLAGS.mode,
       config=CONFIG.value,
       workdir=FLAGS.workdir,
-      images=FLAGS.images,
+      images=cli.images_argument(FLAGS.mode, FLAGS.images, argv[1:]),
       output=FLAGS.output,
       provenance=cli.provenance(CONFIG) if FLAGS.mode == 'train' else None,
     )

@@ -6,6 +6,7 @@ the flag parser's own wrapper.
 """
 
 import os
+import re
 import shlex
 import sys
 
@@ -29,6 +30,28 @@ MODES = {
   'eval': (('workdir', 'images'), 'metrics on the labelled folder --images'),
   'report': (('workdir',), 'redraw WORKDIR/report.md and plots/'),
 }
+
+
+def images_argument(mode, images: list[str] | None, extra: list[str]):
+  """--images as the mode takes it: predict, every path given (the shell
+  expands --images=*.jpg into several words; they come as `extra`); eval,
+  one folder.
+
+  Raises:
+    UsageError: on words the mode does not take.
+  """
+  if mode == 'predict' and images:
+    return [*images, *extra]
+  if extra:
+    raise UsageError(
+      f'--mode={mode} takes no arguments, got {" ".join(extra)!r}'
+      + (' (one --images folder)' if mode == 'eval' else '')
+    )
+  if mode == 'eval' and images and len(images) > 1:
+    raise UsageError('--mode=eval takes one labelled --images folder')
+  if mode == 'eval' and images:
+    return images[0]
+  return images
 
 
 def run_mode(mode: str, *, provenance=None, **flag_values) -> None:
@@ -67,6 +90,12 @@ def run_mode(mode: str, *, provenance=None, **flag_values) -> None:
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Others' warnings that say nothing to a user of this project: orbax warns
+# on every checkpoint saved without validation figures (a stop on SIGTERM or
+# Ctrl-C between validations); such a checkpoint is simply never "the best".
+_NOT_NEWS = frozenset({'Requested `tracked_metric`; did not provide metrics.'})
+
+
 def keep_own_info_logs() -> None:
   """INFO lines from this project only; warnings and errors from anyone.
 
@@ -76,6 +105,8 @@ def keep_own_info_logs() -> None:
   installed = f'{os.sep}site-packages{os.sep}'  # A virtualenv in the repo.
 
   def keep(record) -> bool:
+    if record.getMessage() in _NOT_NEWS:
+      return False
     # Python's level numbers: absl's own logging.WARNING is -1.
     return record.levelno >= logging.converter.STANDARD_WARNING or (
       record.pathname.startswith(PROJECT_DIR + os.sep)
@@ -108,13 +139,49 @@ def causes(error: BaseException) -> list[BaseException]:
   return chain
 
 
-def flag_error_message(error: Exception) -> str:
-  """One line for a command line that cannot be parsed."""
+# absl's text for a value its parser refused: "flag --NAME=VALUE: why".
+_ILLEGAL_VALUE = re.compile(r'^flag --config\.([\w.]+)=(.*?): ', re.DOTALL)
+_TYPE_NAMES = {
+  bool: 'a bool (True or False)',
+  int: 'an int',
+  float: 'a float',
+  str: 'a string',
+  tuple: 'a tuple, e.g. (96,128)',
+}
+
+
+def override_type_message(error: Exception, config) -> str | None:
+  """'--config.F=V: F is an int' for an override of the wrong type, or None
+  when `error` is no such error or `config` (the loaded file) lacks F."""
+  match = _ILLEGAL_VALUE.match(str(error))
+  if not match or config is None:
+    return None
+  field, value = match.groups()
+  *groups, leaf = field.split('.')
+  node = config
+  for group in groups:
+    node = node.get(group)
+    if node is None:
+      return None
+  try:
+    field_type = node.get_type(leaf)
+  except (AttributeError, KeyError):
+    return None
+  kind = _TYPE_NAMES.get(field_type, field_type.__name__)
+  return f'--config.{field}={value}: {field} is {kind}'
+
+
+def flag_error_message(error: Exception, config=None) -> str:
+  """One line for a command line that cannot be parsed; `config` is the
+  config file as loaded, if it was."""
   name = getattr(error, 'flagname', '') or ''
   if isinstance(error, flags.UnrecognizedFlagError) and name.startswith(
     'config.'
   ):
     return f'--{name} overrides a config field: give --config=FILE first'
+  typed = override_type_message(error, config)
+  if typed:
+    return typed
   chain = causes(error)
   # ml_collections' KeyError for a misspelled field holds the "Did you
   # mean" hint in its argument; str() would quote it with escaped newlines.
@@ -134,10 +201,22 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with one `error:` line instead of a traceback."""
   try:
     remaining = flags.FLAGS(argv)
-    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
-    if config is not None:
-      config.keys()  # ml_collections defers the file's errors to here.
+    loaded_config()  # ml_collections defers the file's errors to here.
     return remaining
   except Exception as e:  # noqa: BLE001 - flag and config-file errors alike.
-    print(f'error: {flag_error_message(e)}', file=sys.stderr)
+    try:
+      config = loaded_config()
+    except Exception:  # noqa: BLE001 - the file itself did not load.
+      config = None
+    print(f'error: {flag_error_message(e, config)}', file=sys.stderr)
     sys.exit(2)
+
+
+def loaded_config():
+  """The --config file as loaded (overrides applied so far), or None."""
+  if 'config' not in flags.FLAGS:
+    return None
+  config = flags.FLAGS['config'].value
+  if config is not None:
+    config.keys()
+  return config

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import tensorboardX
-from absl import logging
 
 from catdog_jax import fileio
 from catdog_jax import workdir as workdir_lib
@@ -95,15 +94,14 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-class LoggingWriter(MetricWriter):
-  """One absl log line per call."""
+class NoWriter(MetricWriter):
+  """Writes nothing: processes other than the first of a multi-host run."""
 
   def write_scalars(self, step, scalars):
-    values = ', '.join(f'{k}={_format(v)}' for k, v in sorted(scalars.items()))
-    logging.info('[%d] %s', step, values)
+    del step, scalars
 
   def write_hparams(self, hparams):
-    logging.info('hparams: %s', dict(sorted(hparams.items())))
+    del hparams
 
 
 class MultiWriter(MetricWriter):
@@ -130,24 +128,16 @@ class MultiWriter(MetricWriter):
 
 
 def create_default_writer(
-  logdir: str, just_logging: bool, start_step: int = 0
+  logdir: str, no_files: bool, start_step: int = 0
 ) -> MetricWriter:
-  """Logs everywhere; writes files only when not `just_logging`.
-
-  Files: TensorBoard events and `metrics.jsonl` in `logdir`, from
-  `start_step` on. `just_logging` is for processes other than the first of
-  a multi-host run.
-  """
-  if just_logging:
-    return LoggingWriter()
+  """TensorBoard events and `metrics.jsonl` in `logdir`, from `start_step`
+  on; nothing with `no_files` (processes other than the first of a
+  multi-host run). The log's progress lines are the trainer's own."""
+  if no_files:
+    return NoWriter()
   return MultiWriter(
     [
-      LoggingWriter(),
       TensorBoardWriter(logdir),
       JsonlWriter(workdir_lib.path(logdir, workdir_lib.METRICS), start_step),
     ]
   )
-
-
-def _format(value: float) -> str:
-  return f'{value:.4g}' if isinstance(value, float) else str(value)

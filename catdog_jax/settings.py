@@ -1,5 +1,6 @@
-"""The settings check: every config value that cannot work stops the run
-with one line, before anything is indexed or compiled."""
+"""The settings: the check that stops a run with one line on any value that
+cannot work, before anything is indexed or compiled, and what the settings
+mean for a run's length."""
 
 import jax
 import ml_collections
@@ -8,6 +9,7 @@ from catdog_jax import augment
 from catdog_jax import models
 from catdog_jax import onednn
 from catdog_jax import optimizer
+from catdog_jax import text
 from catdog_jax import whitening
 from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import evaluate
@@ -92,6 +94,11 @@ def check_eval(config: ml_collections.ConfigDict) -> None:
 def check_progressive_sizes(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError unless every progressive size can train the model."""
   image_size = config.data.image_size
+  if not all(isinstance(size, int) for size in config.progressive_sizes):
+    raise UsageError(
+      'progressive_sizes are image sizes in pixels, e.g. (96,128), got '
+      f'{tuple(config.progressive_sizes)}'
+    )
   sizes = dict.fromkeys(config.progressive_sizes)  # Distinct, in order.
   shapes = models.param_shapes(config.model, image_size) if sizes else None
   for size in sizes:
@@ -106,3 +113,39 @@ def check_progressive_sizes(config: ml_collections.ConfigDict) -> None:
         f'{size} px than at {image_size}: it cannot train with '
         'progressive_sizes'
       )
+
+
+def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+  """`config.num_train_steps` if set, else `num_epochs` over the train split."""
+  if config.num_train_steps is not None:
+    return config.num_train_steps
+  return max(1, config.num_epochs * num_train // config.batch_size)
+
+
+def warmup_warning(config: ml_collections.ConfigDict, num_steps: int):
+  """A warning when the run ends inside its learning-rate warm-up (it never
+  trains at optimizer.learning_rate), else None."""
+  warmup = config.optimizer.warmup_steps
+  if config.optimizer.schedule != 'warmup_cosine' or num_steps > warmup:
+    return None
+  peak = config.optimizer.learning_rate * num_steps / warmup
+  return (
+    f'the run ends at step {num_steps}, inside its {warmup}-step '
+    f'learning-rate warm-up: the rate rises to {peak:.3g}, never to '
+    f'optimizer.learning_rate {config.optimizer.learning_rate:g}; give more '
+    'steps or fewer optimizer.warmup_steps'
+  )
+
+
+def describe(config: ml_collections.ConfigDict, num_steps: int, params: int):
+  """One line of what a run trains, for the log (config.json has it all)."""
+  sizes = config.progressive_sizes or (config.data.image_size,)
+  pixels = f'{min(sizes)}-{max(sizes)}' if len(set(sizes)) > 1 else sizes[0]
+  return (
+    f'Training {config.model.name} ({text.counted(params, "parameter")}) '
+    f'on {text.counted(jax.device_count(), "device")}: '
+    f'{text.counted(num_steps, "step")} of batch {config.batch_size} at '
+    f'{pixels} px, {config.optimizer.name} at '
+    f'{config.optimizer.learning_rate:g} ({config.optimizer.schedule}); '
+    'every setting is in config.json.'
+  )

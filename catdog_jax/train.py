@@ -8,10 +8,12 @@ live in their own modules, which never import this one.
 """
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 
@@ -24,7 +26,9 @@ from catdog_jax import mesh
 from catdog_jax import metric_writers
 from catdog_jax import optimizer
 from catdog_jax import run as run_lib
+from catdog_jax import settings
 from catdog_jax import state as state_lib
+from catdog_jax import text
 from catdog_jax import whitening
 from catdog_jax import workdir as workdir_lib
 from catdog_jax import xla_cpu
@@ -46,13 +50,6 @@ def train_image_size(
   if not sizes:
     return config.data.image_size
   return sizes[min((step - 1) * len(sizes) // num_steps, len(sizes) - 1)]
-
-
-def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-  """`config.num_train_steps` if set, else `num_epochs` over the train split."""
-  if config.num_train_steps is not None:
-    return config.num_train_steps
-  return max(1, config.num_epochs * num_train // config.batch_size)
 
 
 # --- Steps ------------------------------------------------------------------
@@ -187,17 +184,56 @@ def initial_state(run: run_lib.Run, state, manager, train_iter):
   return state, 0
 
 
-def evaluate_split(run, eval_fn, state, split, sharding, writer, step):
-  """Predictions of one split by the current state, its metrics logged."""
+def evaluate_split(run, eval_fn, state, split, outputs, step):
+  """Predictions of one split by the current state; its metrics written
+  and logged, its time given to the ETA. `outputs`: (batch sharding,
+  metric writer, loop.Eta)."""
+  sharding, writer, eta = outputs
+  started = time.perf_counter()
   predictions = evaluate.evaluate(
     eval_fn, state, run.splits[split], run.source, run.config, sharding
   )
+  seconds = time.perf_counter() - started
+  eta.record_evaluation(len(run.splits[split]), seconds)
   metrics = predictions.metrics()
   writer.write_scalars(
     step,
     {f'{split}_{k}': v for k, v in metrics.items() if isinstance(v, float)},
   )
+  logging.info(
+    '%s at step %d: accuracy %.4f, log-loss %.4f (%d images, %.0f s).',
+    {'val': 'Validation', 'test': 'Test'}[split], step,
+    metrics['accuracy'], metrics['log_loss'], metrics['num_examples'], seconds,
+  )  # fmt: skip
   return metrics, predictions
+
+
+def blank_batches(config, sharding):
+  """A training and an evaluation batch of black images (for timing)."""
+  local = config.batch_size // jax.process_count()
+  size = config.data.image_size
+  batch = {
+    'image': np.zeros((local, size, size, 3), np.uint8),
+    'label': np.zeros(local, np.int32),
+  }
+  evaluated = batch | {'mask': np.ones(local, bool)}
+  return mesh.to_global(batch, sharding), mesh.to_global(evaluated, sharding)
+
+
+def create_eta(run: run_lib.Run, sizes: list[int]) -> loop.Eta:
+  """The run's ETA: its steps' sizes, its evaluations and what each costs."""
+  config, num_steps = run.config, len(sizes)
+  evaluations = [(num_steps, len(run.splits['test']))]
+  if run.splits['val']:
+    evaluations += [
+      (step, len(run.splits['val']))
+      for step in range(1, num_steps + 1)
+      if step % config.eval_every_steps == 0 or step == num_steps
+    ]
+  passes = (2 if config.eval.flip else 1) * (3 if config.eval.translate else 1)
+  return loop.Eta(
+    sizes, evaluations, config.data.image_size, passes, config.batch_size
+  )
 
 
 def recalibrate_batch_norm(state, examples, source, config):
@@ -252,7 +288,9 @@ def train_and_evaluate(
   """
   run = run_lib.open_run(config, workdir, provenance)
   config = run.config
-  total_steps = num_train_steps(config, len(run.splits['train']))
+  total_steps = settings.num_train_steps(config, len(run.splits['train']))
+  if warning := settings.warmup_warning(config, total_steps):
+    logging.warning(warning)
 
   # Mesh, state and compiled steps.
   data_sharding, replicated = mesh.create_shardings()
@@ -267,9 +305,9 @@ def train_and_evaluate(
   train_steps, eval_fn = compile_steps(
     run, total_steps, (data_sharding, replicated)
   )
-  logging.info('%d parameters on %d devices, %d steps of batch %d.',
-               summary.count_params(state.params), jax.device_count(),
-               total_steps, config.batch_size)  # fmt: skip
+  logging.info(settings.describe(
+    config, total_steps, summary.count_params(state.params)
+  ))  # fmt: skip
 
   # Resume, or start.
   manager = checkpointing.create_checkpoint_manager(
@@ -284,24 +322,32 @@ def train_and_evaluate(
 
   # Train. Logging at step N waits until step N + 1 is dispatched; steps
   # that evaluate or save sync anyway, and check for divergence first.
-  train_log = loop.TrainLog(writer, total_steps, config.batch_size, start_step)
-  first_steps = loop.FirstSteps(
-    config.log_every_steps, total_steps - start_step
-  )
-  val_metrics = log_due = current_size = None
-  with loop.StopSignal() as stop:
+  sizes = [train_image_size(config, s, total_steps)
+           for s in range(1, total_steps + 1)]  # fmt: skip
+  eta = create_eta(run, sizes)
+  logging.info(loop.calibrate(
+    eta, train_steps, eval_fn, state, blank_batches(config, data_sharding),
+    step_rng,
+  ))  # fmt: skip
+  logging.info('About %s for this launch; a progress line every %d steps.',
+               text.duration(eta.seconds_left(start_step)),
+               config.log_every_steps)  # fmt: skip
+  val_metrics = log_due = None
+  with (
+    loop.StopSignal() as stop,
+    loop.terminal_bar(total_steps, start_step) as bar,
+  ):
+    train_log = loop.TrainLog(
+      writer, eta, sizes, config.batch_size, start_step, bar
+    )
     try:
       for step in range(start_step + 1, total_steps + 1):
         batch = next(train_iter)
-        size = train_image_size(config, step, total_steps)
-        if size != current_size:
-          logging.info('Training at %d px from step %d (compiling its step '
-                       'first).', size, step)  # fmt: skip
-          current_size = size
+        size = sizes[step - 1]
+        if step == start_step + 1 or size != sizes[step - 2]:
+          logging.info('Training at %d px from step %d.', size, step)
         state, metrics = train_steps[size](state, batch, step_rng)
         train_log.append(metrics)
-        if step <= start_step + 2:
-          first_steps.record(step - start_step, metrics)
         if log_due:
           train_log.check_and_write(log_due)
         is_last = step == total_steps
@@ -320,15 +366,17 @@ def train_and_evaluate(
         log_due = val_metrics = None
         if is_eval and run.splits['val']:
           val_metrics, _ = evaluate_split(
-            run, eval_fn, state, 'val', data_sharding, writer, step
+            run, eval_fn, state, 'val', (data_sharding, writer, eta), step
           )
+        if stop.requested:
+          stop.announce(step)
         if is_checkpoint:
           best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
           checkpointing.save(manager, step, state, train_iter, best)
         if stop.requested:
           logging.warning('Stopped at step %d; relaunch to resume.', step)
           break
-        train_log.restart_clock()
+        train_log.restart_clock(step)
     finally:
       # Also on divergence: the last good checkpoint must finish writing.
       manager.wait_until_finished()
@@ -338,7 +386,7 @@ def train_and_evaluate(
     test = None
     if run.splits['test']:
       _, test = evaluate_split(
-        run, eval_fn, state, 'test', data_sharding, writer, total_steps
+        run, eval_fn, state, 'test', (data_sharding, writer, eta), total_steps
       )
     writer.flush()  # The report plots metrics.jsonl.
     run_lib.finish_run(run, state, total_steps, start_step, val_metrics, test)

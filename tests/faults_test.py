@@ -87,6 +87,9 @@ def test_kill_then_relaunch_ends_like_a_straight_run(
     assert returncode == 0, stderr[-3000:]
     assert 'Traceback' not in stderr and len(stderr.splitlines()) < 40
     assert 50 < steps[-1] < 600, f'{sig!r} came too late: {steps}'
+    # It says the step it saves at, and nothing else warns.
+    assert f'saving checkpoint {steps[-1]}, then stopping.' in stderr
+    assert 'tracked_metric' not in stderr
   assert not os.path.exists(tmp_path / 'eval_test.json')
 
   relaunched = run_main(flags, tmp_path)

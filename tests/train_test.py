@@ -80,6 +80,7 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
     ({'data__val_fraction': 0.6, 'data__test_fraction': 0.5}, 'sum'),
     ({'progressive_sizes': (32, 48)}, r'must lie in \[16, data.image_size'),
     ({'progressive_sizes': (8,)}, r'must lie in \[16, data.image_size'),
+    ({'progressive_sizes': ('a', 'b')}, r'sizes in pixels, e.g. \(96,128\)'),
     # The seed's flatten width follows the image size.
     ({'progressive_sizes': (16,)}, "'seed_cnn' has other parameter shapes"),
   ],
@@ -88,6 +89,18 @@ def test_check_config_rejects_bad_settings(override, message):
   config = helpers.tiny_config('/data', **override)
   with pytest.raises(UsageError, match=message):
     settings.check_config(config)
+
+
+def test_a_run_that_ends_inside_its_warm_up_is_warned_about():
+  config = helpers.tiny_recipe_config('/data', optimizer__warmup_steps=200)
+  message = settings.warmup_warning(config, 150)
+  assert message.startswith(
+    'the run ends at step 150, inside its 200-step learning-rate warm-up: '
+    'the rate rises to 0.0075, never to optimizer.learning_rate 0.01'
+  )
+  assert settings.warmup_warning(config, 201) is None
+  config.optimizer.schedule = 'constant'
+  assert settings.warmup_warning(config, 150) is None
 
 
 def test_progressive_sizes_share_the_steps_in_order():
@@ -146,9 +159,9 @@ def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
 def test_num_train_steps_from_epochs():
   config = helpers.tiny_config('/data', num_train_steps=None)
   config.num_epochs = 3
-  assert train.num_train_steps(config, num_train=100) == 3 * 100 // 8
+  assert settings.num_train_steps(config, num_train=100) == 3 * 100 // 8
   config.num_train_steps = 7
-  assert train.num_train_steps(config, num_train=100) == 7
+  assert settings.num_train_steps(config, num_train=100) == 7
 
 
 def read_json(workdir, name):

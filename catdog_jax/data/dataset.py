@@ -347,11 +347,8 @@ def data_report(
   }
 
 
-def load_splits(config: ml_collections.ConfigDict, cache_path: str | None):
-  """Opens, indexes and splits the data `config` names.
-
-  Returns:
-    (source, splits, data report): the source loads the examples' pixels.
+def index_and_splits(config: ml_collections.ConfigDict, cache_path):
+  """(source, index, checked splits) of the data `config` names.
 
   Raises:
     UsageError: on a source that cannot be opened, a missing class or an
@@ -363,6 +360,20 @@ def load_splits(config: ml_collections.ConfigDict, cache_path: str | None):
     index.examples, config.val_fraction, config.test_fraction
   )
   check_splits(splits, config)
+  return source, index, splits
+
+
+def load_splits(config: ml_collections.ConfigDict, cache_path: str | None):
+  """Opens, indexes and splits the data `config` names.
+
+  Returns:
+    (source, splits, data report): the source loads the examples' pixels.
+
+  Raises:
+    UsageError: on a source that cannot be opened, a missing class or an
+      empty split.
+  """
+  source, index, splits = index_and_splits(config, cache_path)
   if index.skipped:
     logging.warning(
       'Skipped %d unusable files (all listed in data_report.json), e.g. %s',

@@ -18,36 +18,48 @@ DPI = 120
 HEATMAP_CMAP = 'jet'
 
 
-def _save(figure, path: str, tight: bool = True) -> str:
-  if tight:  # tight_layout cannot place a colorbar: pass False with one.
+def _save(figure, path: str) -> str:
+  if figure.get_layout_engine() is None:
     figure.tight_layout()
   figure.savefig(path, dpi=DPI)
   plt.close(figure)
   return path
 
 
-# Panel title -> (metrics.jsonl key, legend label) of each line in it.
+# Panel title -> (metrics.jsonl key, legend label) of each series in it.
 CURVES = {
-  'loss': (('train_loss', 'train'), ('val_log_loss', 'val')),
-  'accuracy': (('train_accuracy', 'train'), ('val_accuracy', 'val')),
+  'loss': (('train_loss', 'train'), ('val_log_loss', 'validation')),
+  'accuracy': (('train_accuracy', 'train'), ('val_accuracy', 'validation')),
 }
 
 
-def plot_curves(records: list[dict], path: str) -> str:
-  """Training and validation loss and accuracy against step."""
-  figure, axes = plt.subplots(1, len(CURVES), figsize=(10, 4))
-  for ax, (title, lines) in zip(axes, CURVES.items(), strict=True):
-    for key, label in lines:
+def curves_figure(records: list[dict], note: str | None = None):
+  """Training (a line: logged every period) and validation (points: only
+  where it was measured) loss and accuracy against step; `note` under it."""
+  figure, axes = plt.subplots(
+    1, len(CURVES), figsize=(10, 4.4 if note else 4), layout='constrained'
+  )
+  for ax, (title, series) in zip(axes, CURVES.items(), strict=True):
+    for key, label in series:
       points = [(r['step'], r[key]) for r in records if key in r]
       if points:
         steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, 'o-' if label == 'val' else '-', label=label)
+        style = dict(marker='o', linestyle='none') if key.startswith('val')\
+          else dict(linestyle='-')  # fmt: skip
+        ax.plot(steps, values, label=label, **style)
     ax.set_xlabel('step')
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.lines:
       ax.legend()
-  return _save(figure, path)
+  if note:
+    figure.get_layout_engine().set(h_pad=0.1)
+    figure.supxlabel(note, fontsize=8, wrap=True)
+  return figure
+
+
+def plot_curves(records: list[dict], path: str, note: str | None = None):
+  return _save(curves_figure(records, note), path)
 
 
 def plot_confusion_matrix(confusion: list[list[int]], path: str) -> str:
@@ -83,33 +95,55 @@ def plot_roc(labels: np.ndarray, logits: np.ndarray, path: str) -> str:
   return _save(figure, path)
 
 
-def plot_image_grid(
+def image_grid_figure(
   images_rgb: list[np.ndarray],
-  titles: list[str],
-  path: str,
+  captions: list[str],
   *,
   heading: str,
   colorbar_label: str | None = None,
   columns: int = 4,
-) -> str:
-  """Images in a grid, each with a title line, under a heading; with
-  `colorbar_label`, a bar for HEATMAP_CMAP's 0..1 (see overlay_heatmap)."""
+):
+  """Images in a grid, each with its caption (one or more lines) under it,
+  under a heading; with `colorbar_label`, a bar for HEATMAP_CMAP's 0..1
+  (see overlay_heatmap). The photos fill the figure: its size follows
+  theirs."""
+  columns = max(1, min(columns, len(images_rgb)))
   rows = max(1, -(-len(images_rgb) // columns))
-  figure, axes = plt.subplots(
-    rows, columns, figsize=(3 * columns, 3.2 * rows + 0.6), squeeze=False
-  )
+  lines = max((c.count('\n') + 1 for c in captions), default=1)
+  cell = 2.6  # Inches a photo.
+  width = columns * cell + (1.2 if colorbar_label else 0.2)
+  height = rows * (cell + 0.16 * lines + 0.1) + 0.5
+  figure = plt.figure(figsize=(width, height), layout='constrained')
+  axes = figure.subplots(rows, columns, squeeze=False)
   for ax in axes.flat:
-    ax.axis('off')
-  for ax, image, title in zip(axes.flat, images_rgb, titles, strict=False):
+    ax.set_axis_off()
+  for ax, image, caption in zip(axes.flat, images_rgb, captions, strict=False):
+    ax.set_axis_on()
     ax.imshow(image)
-    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+      spine.set_visible(False)
+    ax.set_xlabel(caption, fontsize=8, linespacing=1.3)
   figure.suptitle(heading)
   if colorbar_label:
     mappable = plt.cm.ScalarMappable(cmap=HEATMAP_CMAP)
-    figure.colorbar(
-      mappable, ax=axes.ravel().tolist(), shrink=0.6, label=colorbar_label
-    )
-  return _save(figure, path, tight=not colorbar_label)
+    figure.colorbar(mappable, ax=axes, shrink=0.6, label=colorbar_label)
+  return figure
+
+
+def plot_image_grid(images_rgb, captions, path: str, **kwargs) -> str:
+  """`image_grid_figure`, saved to `path`."""
+  return _save(image_grid_figure(images_rgb, captions, **kwargs), path)
+
+
+def short_name(path: str, width: int = 34) -> str:
+  """A file's name, its folder kept where it fits, shortened in the middle."""
+  name = '/'.join(path.replace('\\', '/').split('/')[-2:])
+  if len(name) <= width:
+    return name
+  half = (width - 1) // 2
+  return f'{name[:half]}…{name[-half:]}'
 
 
 def plot_sweep(

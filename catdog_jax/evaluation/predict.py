@@ -8,16 +8,19 @@ training's evaluation does, through `evaluate.evaluate`.
 import csv
 import glob
 import os
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 from absl import logging
 
 from catdog_jax import checkpointing
-from catdog_jax import classes
 from catdog_jax import fileio
 from catdog_jax import mesh
+from catdog_jax import metric_writers
+from catdog_jax import settings
 from catdog_jax import state as state_lib
+from catdog_jax import text
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.data import dataset
 from catdog_jax.data import sources
@@ -32,26 +35,38 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(workdir_lib.read_config(workdir))
 
 
-def find_images(pattern: str) -> list[str]:
-  """Image files named by a file, a folder (searched recursively) or a glob.
+def find_images(patterns: str | Sequence[str]) -> list[str]:
+  """Image files named by files, folders (searched recursively) or globs.
 
   Raises:
-    UsageError: if nothing matches.
+    UsageError: naming the patterns that match no file.
   """
-  if os.path.isdir(pattern):
-    found = [
-      os.path.join(folder, name)
-      for folder, _, names in os.walk(pattern)
-      for name in names
-      if sources.is_image_file(name)
-    ]
-  elif os.path.isfile(pattern):
-    found = [pattern]
-  else:
-    found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
-  if not found:
-    raise UsageError(f'no image files match {pattern!r}')
-  return sorted(os.path.abspath(p) for p in found)
+  if isinstance(patterns, str):
+    patterns = [patterns]
+  found, unmatched = set(), []
+  for pattern in patterns:
+    if os.path.isdir(pattern):
+      matches = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(pattern)
+        for name in names
+        if sources.is_image_file(name)
+      ]
+    elif os.path.isfile(pattern):
+      matches = [pattern]
+    else:
+      matches = [p for p in glob.glob(pattern, recursive=True)
+                 if os.path.isfile(p)]  # fmt: skip
+    if not matches:
+      unmatched.append(pattern)
+    found.update(os.path.abspath(p) for p in matches)
+  if unmatched:
+    listed = ', '.join(repr(p) for p in unmatched)
+    raise UsageError(
+      f'no image files match {listed}: give a file, a folder or a glob in '
+      "quotes (--images='photos/*.jpg'); --images may be repeated"
+    )
+  return sorted(found)
 
 
 class Predictor:
@@ -60,6 +75,8 @@ class Predictor:
   def __init__(self, workdir: str, step: int | None = None):
     """Restores checkpoint `step` of `workdir`, else its best, else newest."""
     self.config = load_config(workdir)
+    if step is None and checkpointing.inference_step(workdir) is None:
+      raise UsageError(no_checkpoint_yet(workdir, self.config))
     self._data_sharding, replicated = mesh.create_shardings()
     self.state, self.step = checkpointing.restore_for_inference(
       workdir, state_lib.abstract_state(self.config, replicated), step
@@ -76,15 +93,38 @@ class Predictor:
     )  # fmt: skip
 
 
-def predict(workdir: str, pattern: str) -> tuple[list[dict], list[dict]]:
-  """Dog probabilities of the images `pattern` names.
+def no_checkpoint_yet(workdir: str, config) -> str:
+  """Why `workdir` has no checkpoint to predict with: a run in progress
+  (where it is, and when its first checkpoint comes) or none at all."""
+  records = metric_writers.read_jsonl(
+    workdir_lib.path(workdir, workdir_lib.METRICS)
+  )
+  if not records:
+    return f'no checkpoints in {workdir!r}: train there first'
+  report_path = workdir_lib.path(workdir, workdir_lib.DATA_REPORT)
+  total = ''
+  if os.path.exists(report_path):
+    num_train = sum(fileio.read_json(report_path)['splits']['train'].values())
+    total = f' of {settings.num_train_steps(config, num_train)}'
+  return (
+    f'{workdir!r} has no checkpoint yet: its run is at step '
+    f'{records[-1]["step"]}{total}, and its first checkpoint comes at step '
+    f'{config.checkpoint_every_steps} (checkpoint_every_steps); predict and '
+    'eval work from then on'
+  )
+
+
+def predict(
+  workdir: str, patterns: str | Sequence[str]
+) -> tuple[list[dict], list[dict]]:
+  """Dog probabilities of the images `patterns` name (`find_images`).
 
   Returns:
     Rows {'path', 'prob_dog', 'label'} for usable images, and
     {'path', 'reason'} for skipped ones.
   """
   predictor = Predictor(workdir)
-  source = sources.FilesSource(find_images(pattern))
+  source = sources.FilesSource(find_images(patterns))
   # The same checks as indexing; no cache: these files are seen once.
   paths = source.list_keys()[0]
   records = dataset.inspect_all(source, paths, predictor.config.data, None)
@@ -93,11 +133,7 @@ def predict(workdir: str, pattern: str) -> tuple[list[dict], list[dict]]:
   examples = [dataset.Example(key, 0, '') for key in keys]
   predictions = predictor.predict(examples, source)
   rows = [
-    {
-      'path': example.key,
-      'prob_dog': float(metrics_lib.sigmoid(logit)),
-      'label': classes.class_name(logit),
-    }
+    report.prediction_row(example.key, logit)
     for example, logit in zip(
       predictions.examples, predictions.logits, strict=True
     )
@@ -105,11 +141,13 @@ def predict(workdir: str, pattern: str) -> tuple[list[dict], list[dict]]:
   return rows, skipped
 
 
-def predict_to_csv(workdir: str, pattern: str, output: str | None) -> str:
+def predict_to_csv(
+  workdir: str, patterns: Sequence[str], output: str | None
+) -> str:
   """--mode=predict: writes the CSV (default: the workdir's predictions.csv)
   and returns what to print."""
   output = output or workdir_lib.path(workdir, workdir_lib.PREDICTIONS)
-  rows, skipped = predict(workdir, pattern)
+  rows, skipped = predict(workdir, patterns)
   write_predictions_csv(rows, output)
   return f'{format_predictions(rows, skipped)}\nWrote {output}'
 
@@ -125,21 +163,23 @@ def evaluate_to_json(workdir: str, root: str, output: str | None) -> str:
 
 def write_predictions_csv(rows: list[dict], path: str) -> None:
   with fileio.atomic_write(path) as f:
-    writer = csv.DictWriter(f, fieldnames=['path', 'prob_dog', 'label'])
+    writer = csv.DictWriter(f, fieldnames=report.PREDICTION_COLUMNS[1:])
     writer.writeheader()
     writer.writerows(rows)
 
 
 def format_predictions(rows, skipped, limit: int = 20) -> str:
   """A short table of predictions, then the skipped files and why."""
-  lines = [f'{"prob_dog":>8}  label  path']
-  lines += [f'{r["prob_dog"]:8.4f}  {r["label"]:5}  {r["path"]}'
+  lines = [f'{"prob_dog":>8}  predicted  path']
+  lines += [f'{r["prob_dog"]:8.4f}  {r["predicted"]:9}  {r["path"]}'
             for r in rows[:limit]]  # fmt: skip
   if len(rows) > limit:
     lines.append(f'... and {len(rows) - limit} more')
-  dogs = sum(r['label'] == 'dog' for r in rows)
-  lines.append(f'{len(rows)} images: {dogs} dogs, {len(rows) - dogs} cats; '
-               f'{len(skipped)} skipped.')  # fmt: skip
+  dogs = sum(r['predicted'] == 'dog' for r in rows)
+  lines.append(
+    f'{text.counted(len(rows), "image")}: {text.counted(dogs, "dog")}, '
+    f'{text.counted(len(rows) - dogs, "cat")}; {len(skipped)} skipped.'
+  )
   lines += [f'  skipped {s["path"]}: {s["reason"]}' for s in skipped]
   return '\n'.join(lines)
 
@@ -155,12 +195,12 @@ def training_duplicates(
   """
   cache = workdir_lib.path(workdir, workdir_lib.INDEX_CACHE)
   try:
-    source, splits, _ = dataset.load_splits(config, cache)
+    _, index, splits = dataset.index_and_splits(config, cache)
   except (UsageError, OSError) as e:
     logging.warning('Cannot compare with the training data: %s', e)
     return None
   split_of = {e.key: name for name, split in splits.items() for e in split}
-  reference = dataset.inspect_all(source, list(split_of), config, cache)
+  reference = {key: index.records[key] for key in split_of}
   found = dataset.duplicates_of(reference, records, config.near_duplicate_bits)
   return {key: split_of[ref] for key, ref in found.items()}
 
@@ -214,10 +254,15 @@ def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
 def format_eval(result: dict, report_text: str) -> str:
   """What --mode=eval prints: the classification report, the metrics, and
   how many of the images the model trained on."""
+  auc = result['roc_auc']
   lines = [
     report_text.rstrip(),
-    f'accuracy {result["accuracy"]:.4f}, {result["num_examples"]} images, '
-    f'{result["num_skipped"]} skipped.',
+    f'{text.counted(result["num_examples"], "image")} '
+    f'({result["num_skipped"]} skipped): accuracy {result["accuracy"]:.4f}, '
+    f'precision {result["precision"]:.4f}, recall {result["recall"]:.4f}, '
+    f'F1 {result["f1"]:.4f}, ROC AUC '
+    f'{"n/a" if auc is None else f"{auc:.4f}"}, log-loss '
+    f'{result["log_loss"]:.4f}.',
   ]
   if 'duplicates_of_training_data' in result:
     counts, unseen = result['duplicates_of_training_data'], result['unseen']

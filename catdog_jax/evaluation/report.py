@@ -11,6 +11,7 @@ import os
 import numpy as np
 from absl import logging
 
+from catdog_jax import augment
 from catdog_jax import checkpointing
 from catdog_jax import classes
 from catdog_jax import fileio
@@ -152,28 +153,50 @@ def render_report(
   )
 
 
+# The columns of every predictions CSV: predict's (without `true`) and the
+# test split's; classes by name.
+PREDICTION_COLUMNS = ('true', 'path', 'predicted', 'prob_dog', 'logit')
+
+
+def prediction_row(path: str, logit: float, label: int | None = None) -> dict:
+  """One image's row of a predictions CSV."""
+  row = {} if label is None else {'true': CLASS_NAMES[int(label)]}
+  return row | {
+    'path': path,
+    'predicted': classes.class_name(logit),
+    'prob_dog': float(metrics_lib.sigmoid(logit)),
+    'logit': float(logit),
+  }
+
+
 def write_predictions(workdir, predictions: evaluate.Predictions) -> None:
   """The test split's predictions, one row per image."""
   path = workdir_lib.path(workdir, workdir_lib.PREDICTIONS_TEST)
   rows = zip(
     predictions.examples, predictions.labels, predictions.logits, strict=True
   )
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['key', 'label', 'logit', 'prob_dog'])
-    for example, label, logit in rows:
-      prob = float(metrics_lib.sigmoid(logit))
-      writer.writerow([example.key, int(label), repr(float(logit)), prob])
+  with fileio.atomic_write(path) as f:
+    writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
+    writer.writeheader()
+    writer.writerows(
+      prediction_row(example.key, logit, label)
+      for example, label, logit in rows
+    )
 
 
 def read_predictions(workdir):
-  """(keys, labels, logits) as `write_predictions` wrote them."""
+  """(keys, labels, logits) as `write_predictions` wrote them (also as
+  versions before the shared columns did: key, label 0/1, logit)."""
   with open(
     workdir_lib.path(workdir, workdir_lib.PREDICTIONS_TEST), newline=''
   ) as f:
     rows = list(csv.DictReader(f))
-  keys = [row['key'] for row in rows]
-  labels = np.array([int(row['label']) for row in rows])
+  if rows and 'key' in rows[0]:
+    keys = [row['key'] for row in rows]
+    labels = np.array([int(row['label']) for row in rows])
+  else:
+    keys = [row['path'] for row in rows]
+    labels = np.array([CLASS_NAMES.index(row['true']) for row in rows])
   logits = np.array([float(row['logit']) for row in rows])
   return keys, labels, logits
 
@@ -185,9 +208,30 @@ def load_images(source, keys, image_size) -> np.ndarray:
   )
 
 
-def title(label: int, logit: float) -> str:
+def caption(key: str, label: int, logit: float, verdict: str = '') -> str:
+  """'WRONG: true cat, p(dog)=0.92' over the file's name."""
   prob = float(metrics_lib.sigmoid(logit))
-  return f'true {CLASS_NAMES[label]}, p(dog)={prob:.2f}'
+  return (
+    f'{verdict}true {CLASS_NAMES[label]}, p(dog)={prob:.2f}\n'
+    f'{plots.short_name(key)}'
+  )
+
+
+def curves_note(config) -> str | None:
+  """Why training loss sits above validation loss, when something makes it
+  (smoothed targets, augmented images), for the curves' figure."""
+  reasons = []
+  if config.label_smoothing:
+    reasons.append(f'targets smoothed by {config.label_smoothing:g}')
+  if augment.is_enabled(config.augment) or config.augment.cutmix:
+    reasons.append('augmented images')
+  if not reasons:
+    return None
+  return (
+    f'Training loss and accuracy are measured on {" and ".join(reasons)}, '
+    'averaged over each log period; validation on plain images, so its '
+    'loss sits lower.'
+  )
 
 
 def draw_plots(workdir, config, state, source, records) -> list[str]:
@@ -199,7 +243,9 @@ def draw_plots(workdir, config, state, source, records) -> list[str]:
   os.makedirs(out, exist_ok=True)
   keys, labels, logits = read_predictions(workdir)
   test = fileio.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST))
-  plots.plot_curves(records, os.path.join(out, 'curves.png'))
+  plots.plot_curves(
+    records, os.path.join(out, 'curves.png'), curves_note(config)
+  )
   plots.plot_confusion_matrix(
     test['confusion_matrix'], os.path.join(out, 'confusion_matrix.png')
   )
@@ -212,7 +258,7 @@ def draw_plots(workdir, config, state, source, records) -> list[str]:
   worst = np.argsort(-metrics_lib.example_losses(labels, logits))[:GRID_SIZE]
   plots.plot_image_grid(
     list(load_images(source, [keys[i] for i in worst], size)),
-    [title(labels[i], logits[i]) for i in worst],
+    [caption(keys[i], labels[i], logits[i]) for i in worst],
     os.path.join(out, 'errors.png'),
     heading=f'The {len(worst)} test images with the highest loss',
   )
@@ -234,7 +280,9 @@ def draw_plots(workdir, config, state, source, records) -> list[str]:
   plots.plot_image_grid(
     [plots.overlay_heatmap(i, h) for i, h in zip(batch, heatmaps, strict=True)],
     [
-      ('right: ' if right[i] else 'WRONG: ') + title(labels[i], logits[i])
+      caption(
+        keys[i], labels[i], logits[i], 'right: ' if right[i] else 'WRONG: '
+      )
       for i in chosen
     ],  # fmt: skip
     os.path.join(out, 'gradcam.png'),

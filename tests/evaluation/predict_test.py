@@ -9,6 +9,7 @@ import sys
 import cv2
 import pytest
 
+from catdog_jax import fileio
 from catdog_jax.data import dataset
 from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import predict
@@ -43,10 +44,10 @@ def test_predict_a_folder_with_broken_files(workdir, new_photos):
   ]
   assert all(s['reason'] for s in skipped)
   for row in rows:
-    assert row['label'] == ('dog' if row['prob_dog'] >= 0.5 else 'cat')
+    assert row['predicted'] == ('dog' if row['prob_dog'] >= 0.5 else 'cat')
   # Red cats, blue dogs: the tiny model tells them apart.
   right = sum(
-    (row['label'] == 'dog') == ('Dogs' in row['path']) for row in rows
+    (row['predicted'] == 'dog') == ('Dogs' in row['path']) for row in rows
   )
   assert right >= 11
 
@@ -61,13 +62,49 @@ def test_predict_one_file_and_a_glob(workdir, new_photos):
     predict.predict(workdir, os.path.join(new_photos, 'nothing*'))
 
 
+def test_predict_several_files_and_globs_and_name_what_matched_nothing(
+  workdir, new_photos
+):
+  dog = os.path.join(new_photos, 'Dogs', '0.jpg')
+  cats = os.path.join(new_photos, 'Cats', '[0-2].jpg')
+  rows, _ = predict.predict(workdir, [dog, cats, dog])
+  assert len(rows) == 4  # Each photo once.
+  missing = [os.path.join(new_photos, 'a.jpg,b.jpg'), 'nothing*']
+  with pytest.raises(UsageError) as error:
+    predict.predict(workdir, [dog, *missing])
+  message = str(error.value)
+  assert all(repr(p) in message for p in missing)
+  assert "a glob in quotes (--images='photos/*.jpg')" in message
+
+
+def test_predict_beside_a_run_without_a_checkpoint_says_when_it_comes(
+  tmp_path, flat_dataset
+):
+  """A run at step 800 whose first checkpoint comes at step 1000."""
+  config = helpers.tiny_config(flat_dataset, checkpoint_every_steps=1000)
+  fileio.write_json(str(tmp_path / 'config.json'), config.to_dict())
+  fileio.write_json(
+    str(tmp_path / 'data_report.json'),
+    {'splits': {'train': {'cat': 5000, 'dog': 5000}}},
+  )
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.writelines(f'{{"step": {s}, "train_loss": 0.5}}\n' for s in (50, 800))
+  with pytest.raises(UsageError) as error:
+    predict.Predictor(str(tmp_path))
+  assert str(error.value).endswith(
+    'has no checkpoint yet: its run is at step 800 of 20, and its first '
+    'checkpoint comes at step 1000 (checkpoint_every_steps); predict and '
+    'eval work from then on'
+  )
+
+
 def test_prediction_matches_training_evaluation(
   workdir, folder_dataset, tmp_path
 ):
   """Predicting the test images gives the logits training's eval gave."""
   with open(os.path.join(workdir, 'predictions_test.csv')) as f:
     test_rows = list(csv.DictReader(f))
-  paths = [os.path.join(folder_dataset, r['key']) for r in test_rows]
+  paths = [os.path.join(folder_dataset, r['path']) for r in test_rows]
   tmp = str(tmp_path / 'test_copy')
   for path in paths:
     target = os.path.join(tmp, os.path.relpath(path, folder_dataset))
@@ -76,14 +113,16 @@ def test_prediction_matches_training_evaluation(
   rows, _ = predict.predict(workdir, tmp)
   by_key = {os.path.relpath(r['path'], tmp): r['prob_dog'] for r in rows}
   for row in test_rows:
-    assert by_key[row['key']] == pytest.approx(float(row['prob_dog']), abs=1e-6)
+    assert by_key[row['path']] == pytest.approx(
+      float(row['prob_dog']), abs=1e-6
+    )
 
 
 def test_eval_agrees_exactly_with_predict(workdir, new_photos):
   result, report_text = predict.evaluate_folder(workdir, new_photos)
   rows, _ = predict.predict(workdir, new_photos)
   right = sum(
-    (row['label'] == 'dog') == (os.sep + 'Dogs' + os.sep in row['path'])
+    (row['predicted'] == 'dog') == (os.sep + 'Dogs' + os.sep in row['path'])
     for row in rows
   )
   assert result['accuracy'] == right / len(rows)
@@ -117,7 +156,8 @@ def test_cli_predict_writes_the_csv(workdir, new_photos, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   with open(output) as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == ['path', 'prob_dog', 'label'] and len(rows) == 12
+  assert list(rows[0]) == ['path', 'predicted', 'prob_dog', 'logit']
+  assert len(rows) == 12
   assert 'skipped' in result.stdout and 'empty file' in result.stdout
 
 
@@ -141,3 +181,26 @@ def test_eval_counts_photos_the_model_trained_on(
     'train': 3, 'val': 0, 'test': 1
   }  # fmt: skip
   assert result['unseen']['num_examples'] == 13
+
+
+def test_eval_indexes_the_training_data_once_and_prints_its_metrics(
+  workdir, new_photos, caplog
+):
+  caplog.set_level('INFO')
+  result, report_text = predict.evaluate_folder(workdir, new_photos)
+  indexing = [r for r in caplog.messages if r.startswith('Indexing')]
+  # The folder once, the training data once.
+  assert len(indexing) == 2, indexing
+  printed = predict.format_eval(result, report_text)
+  for key in ('accuracy', 'precision', 'recall', 'log_loss'):
+    assert f'{result[key]:.4f}' in printed, key
+  assert f'ROC AUC {result["roc_auc"]:.4f}' in printed
+  assert f'F1 {result["f1"]:.4f}' in printed
+
+
+def test_counts_read_as_english():
+  one = [{'path': 'a.jpg', 'predicted': 'dog', 'prob_dog': 0.9, 'logit': 2.2}]
+  assert '1 image: 1 dog, 0 cats; 0 skipped.' in predict.format_predictions(
+    one, []
+  )
+  assert '2 images: 2 dogs, 0 cats' in predict.format_predictions(one * 2, [])
