@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import tensorboardX
+from absl import logging
 
 from catdog_jax import fileio
 from catdog_jax import workdir as workdir_lib
+from catdog_jax.errors import UsageError
 
 
 class MetricWriter(abc.ABC):
@@ -87,11 +89,32 @@ class JsonlWriter(MetricWriter):
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """The records a JsonlWriter wrote; [] if there is no such file."""
+  """The records a JsonlWriter wrote; [] if there is no such file.
+
+  A last line cut short (a kill mid-write, on a filesystem whose appends
+  are not atomic) is dropped with a warning.
+
+  Raises:
+    UsageError: naming the line, if any other line is not a JSON record.
+  """
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for number, line in enumerate(lines, start=1):
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      if number == len(lines):
+        logging.warning('Dropping the last line of %s, cut short: %r',
+                        path, line.strip()[:80])  # fmt: skip
+        break
+      raise UsageError(
+        f'{path} line {number} is not a JSON record ({e}): repair or remove '
+        'that line (each line is one logged step)'
+      ) from e
+  return records
 
 
 class NoWriter(MetricWriter):

@@ -11,6 +11,7 @@ closes as a training run does (`run.py`).
 import functools
 import os
 import time
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -74,13 +75,10 @@ def cached_features(workdir, split, examples, state, source, config):
   path = workdir_lib.path(workdir, workdir_lib.FEATURES.format(split))
   keys = np.array([e.key for e in examples], dtype=str)
   stamp = np.array([config.model.init_sha256, str(config.data.image_size)])
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as cached:
-      if np.array_equal(cached['keys'], keys) and np.array_equal(
-        cached['stamp'], stamp
-      ):
-        logging.info('Read the %s features from %s.', split, path)
-        return cached['features']
+  cached = read_features(path, keys, stamp)
+  if cached is not None:
+    logging.info('Read the %s features from %s.', split, path)
+    return cached
   started = time.time()
   features = extract_features(state, examples, source, config)
   logging.info('%s features: %d images in %.1f s.', split, len(examples),
@@ -88,6 +86,23 @@ def cached_features(workdir, split, examples, state, source, config):
   with fileio.atomic_write(path, 'wb') as f:
     np.savez(f, keys=keys, stamp=stamp, features=features)
   return features
+
+
+def read_features(path: str, keys, stamp) -> np.ndarray | None:
+  """The cached features in `path` if they are of these images and this
+  checkpoint and size; None if not, or if the file is damaged (then said)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as cached:
+      if np.array_equal(cached['keys'], keys) and np.array_equal(
+        cached['stamp'], stamp
+      ):
+        return cached['features']
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    logging.warning('Recomputing the features: %s is unreadable (%s: %s).',
+                    path, type(e).__name__, e)  # fmt: skip
+  return None
 
 
 def fit_head(features, labels, config):
@@ -133,6 +148,14 @@ def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
   """
   check_config(config)
   run = run_lib.open_run(config, workdir, provenance)
+  try:
+    return probe(run)
+  finally:
+    run.close()
+
+
+def probe(run: run_lib.Run):
+  """probe_and_evaluate's work, in an open run."""
   config = run.config
   state = jax.jit(
     functools.partial(state_lib.create_train_state, config=config, num_steps=1)

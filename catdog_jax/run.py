@@ -41,6 +41,7 @@ class Run:
     data_report: what indexing found, as data_report.json holds it.
     provenance: the command, config file and overrides (main.py's), or None.
     started: when the run opened (time.time()).
+    lock: the workdir's lock, held by the first process until `close`.
   """
 
   config: ml_collections.ConfigDict
@@ -51,6 +52,11 @@ class Run:
   data_report: dict
   provenance: dict | None
   started: float
+  lock: workdir_lib.Lock
+
+  def close(self) -> None:
+    """Lets another run have the workdir."""
+    self.lock.release()
 
   @property
   def is_chief(self) -> bool:
@@ -98,19 +104,26 @@ def open_run(
   settings.check_config(config)
   workdir = os.path.abspath(workdir)
   config, init_path = checked_config(config)
-  workdir_lib.check_same_run(workdir, config.to_dict())
   os.makedirs(workdir, exist_ok=True)
-  # One writer for the index cache: the first process.
+  # One writer for the workdir: the first process, and one run at a time.
   is_chief = jax.process_index() == 0
-  cache = workdir_lib.path(workdir, workdir_lib.INDEX_CACHE)
-  source, splits, data_report = dataset.load_splits(
-    config.data, cache if is_chief else None
-  )
+  lock = workdir_lib.Lock(workdir)
+  if is_chief:
+    lock.acquire()
+  try:
+    workdir_lib.check_same_run(workdir, config.to_dict())
+    cache = workdir_lib.path(workdir, workdir_lib.INDEX_CACHE)
+    source, splits, data_report = dataset.load_splits(
+      config.data, cache if is_chief else None
+    )
+  except BaseException:
+    lock.release()
+    raise
   for name, counts in data_report['splits'].items():
     logging.info('%s split: %s', name, counts)
   run = Run(
     config, workdir, init_path, source, splits, data_report, provenance,
-    started,
+    started, lock,
   )  # fmt: skip
   run.write_json(workdir_lib.CONFIG, config.to_dict())
   run.write_json(workdir_lib.DATA_REPORT, data_report)

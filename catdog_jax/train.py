@@ -287,6 +287,14 @@ def train_and_evaluate(
     arrived.
   """
   run = run_lib.open_run(config, workdir, provenance)
+  try:
+    return train(run)
+  finally:
+    run.close()
+
+
+def train(run: run_lib.Run):
+  """train_and_evaluate's work, in an open run."""
   config = run.config
   total_steps = settings.num_train_steps(config, len(run.splits['train']))
   if warning := settings.warmup_warning(config, total_steps):

@@ -2,8 +2,13 @@
 written by an earlier version reads today, and which settings a relaunch on
 it may change."""
 
+import fcntl
 import json
 import os
+import platform
+import time
+
+from absl import logging
 
 from catdog_jax import fileio
 from catdog_jax.errors import UsageError
@@ -23,6 +28,7 @@ REPORT = 'report.md'
 PLOTS = 'plots'
 FEATURES = 'features_{}.npz'  # Probe runs: the backbone's features by split.
 PREDICTIONS = 'predictions.csv'  # --mode=predict's default output.
+LOCK = 'run.lock'  # Held by the run training here (train, probe).
 EVAL_FOLDER = 'eval_folder.json'  # --mode=eval's default output.
 
 
@@ -208,3 +214,69 @@ def check_same_run(workdir: str, config: dict) -> None:
       '--workdir to start afresh. A relaunch may change only '
       f'{", ".join(sorted(RESUMABLE_CHANGES))}.'
     )
+
+
+# --- One run at a time ----------------------------------------------------
+
+
+class Lock:
+  """The workdir's run lock, held by one training process while it lives.
+
+  An flock on WORKDIR/run.lock, which also names its holder (host, PID,
+  start). The kernel releases it when the holder dies (SIGKILL, a reboot),
+  so a lock left by a dead run is taken over, and said so. predict, eval
+  and report read a workdir without it.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = path(workdir, LOCK)
+    self._file = None
+
+  def acquire(self) -> None:
+    """Takes the lock, or raises UsageError naming the run that holds it."""
+    self._file = open(self.path, 'a+')  # noqa: SIM115 - held until release.
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = self._holder()
+      self._file.close()
+      self._file = None
+      raise UsageError(
+        f'{os.path.dirname(self.path)} is in use by a run {holder}: a second '
+        'run here would interleave checkpoints and metrics. Wait for it, stop '
+        'it, or pass another --workdir'
+      ) from None
+    previous = self._holder()
+    if previous != 'of unknown origin':
+      logging.info('Taking over the workdir from a run that ended (%s).',
+                   previous)  # fmt: skip
+    self._file.seek(0)
+    self._file.truncate()
+    json.dump(
+      {
+        'host': platform.node(),
+        'pid': os.getpid(),
+        'started_utc': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime()),
+      },
+      self._file,
+    )
+    self._file.flush()
+
+  def _holder(self) -> str:
+    self._file.seek(0)
+    try:
+      holder = json.loads(self._file.read())
+      return (
+        f'on host {holder["host"]}, PID {holder["pid"]}, started '
+        f'{holder["started_utc"]} UTC'
+      )
+    except (ValueError, KeyError, TypeError):
+      return 'of unknown origin'
+
+  def release(self) -> None:
+    if self._file is not None:
+      self._file.seek(0)
+      self._file.truncate()
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None

@@ -17,11 +17,15 @@ import orbax.checkpoint as ocp
 import pytest
 
 from catdog_jax import checkpointing
+from catdog_jax import metric_writers
+from catdog_jax import probe
 from catdog_jax import state as state_lib
 from catdog_jax import train
 from catdog_jax import workdir
 from catdog_jax.errors import CheckpointError
 from catdog_jax.errors import DivergenceError
+from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import predict
 from tests import helpers
 
 REPO = helpers.REPO
@@ -165,3 +169,61 @@ def test_divergence_stops_before_saving_the_diverged_state(
   ).state
   for leaf in jax.tree.leaves(restored.params):
     assert np.all(np.isfinite(leaf))
+
+
+# --- Workdir files someone else touched -------------------------------------
+
+
+def test_a_cut_last_metrics_line_is_dropped_and_a_bad_one_named(tmp_path):
+  path = str(tmp_path / 'metrics.jsonl')
+  with open(path, 'w') as f:
+    f.write('{"step": 10, "train_loss": 0.5}\n{"step": 1')
+  assert metric_writers.read_jsonl(path) == [{'step': 10, 'train_loss': 0.5}]
+  with open(path, 'w') as f:
+    f.write('{"step": 10}\n{"step": 1\n{"step": 30}\n')
+  with pytest.raises(UsageError, match='metrics.jsonl line 2 is not a JSON'):
+    metric_writers.read_jsonl(path)
+
+
+@pytest.mark.slow  # Trains, then relaunches twice.
+def test_damaged_workdir_files_are_repaired_or_named(
+  flat_dataset, tmp_path, straight_log_loss
+):
+  run_dir = str(tmp_path)
+  config = helpers.tiny_config(flat_dataset, num_train_steps=20)
+  train.train_and_evaluate(config, run_dir)
+  # A kill mid-append left half a line; the index cache was cut short; the
+  # newest checkpoint was copied without its metadata file.
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 1')
+  cache = (tmp_path / 'index_cache.json').read_text()
+  (tmp_path / 'index_cache.json').write_text(cache[: len(cache) // 2])
+  os.remove(tmp_path / 'checkpoints' / '20' / '_CHECKPOINT_METADATA')
+  longer = helpers.tiny_config(flat_dataset, num_train_steps=30)
+  state = train.train_and_evaluate(longer, run_dir)
+  assert int(state.step) == 30
+  assert read_json(run_dir, 'eval_test.json')['log_loss'] == pytest.approx(
+    straight_log_loss, rel=1e-6
+  )
+  steps = [r['step'] for r in metric_writers.read_jsonl(
+    str(tmp_path / 'metrics.jsonl')) if 'train_loss' in r]  # fmt: skip
+  assert steps == sorted(set(steps)) and steps[-1] == 30
+  # A config.json edited by hand into invalid JSON: one line, for training
+  # and for predict alike.
+  (tmp_path / 'config.json').write_text('{"seed": 0,')
+  with pytest.raises(UsageError, match=r'config.json is not valid JSON'):
+    train.train_and_evaluate(longer, run_dir)
+  with pytest.raises(UsageError, match=r'config.json is not valid JSON'):
+    predict.Predictor(run_dir)
+
+
+def test_a_cut_probe_feature_cache_is_recomputed(tmp_path, caplog):
+  path = str(tmp_path / 'features_val.npz')
+  keys, stamp = np.array(['a.jpg', 'b.jpg']), np.array(['sha', '224'])
+  np.savez(path, keys=keys, stamp=stamp, features=np.ones((2, 4)))
+  np.testing.assert_array_equal(probe.read_features(path, keys, stamp), 1.0)
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+  caplog.set_level('WARNING')
+  assert probe.read_features(path, keys, stamp) is None
+  assert any('Recomputing the features' in m for m in caplog.messages)

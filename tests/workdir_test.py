@@ -2,8 +2,13 @@
 which settings a relaunch may change."""
 
 import csv
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -164,3 +169,71 @@ def test_a_workdir_written_before_the_restructure_predicts_resumes_reports(
   )
   assert test['log_loss'] == pytest.approx(straight['log_loss'], rel=1e-5)
   assert predict.regenerate_report(run_dir).endswith(workdir.REPORT)
+
+
+HOLD_LOCK = """
+import sys, time
+from catdog_jax import workdir
+lock = workdir.Lock(sys.argv[1])
+lock.acquire()
+print('held', flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_held_workdir_names_its_holder_and_a_dead_ones_is_taken_over(
+  tmp_path, caplog
+):
+  holder = subprocess.Popen(
+    [sys.executable, '-c', HOLD_LOCK, str(tmp_path)],
+    cwd=helpers.REPO, stdout=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(UsageError) as error:
+      workdir.Lock(str(tmp_path)).acquire()
+    assert f'PID {holder.pid}, started ' in str(error.value)
+    assert 'is in use by a run on host' in str(error.value)
+  finally:
+    holder.send_signal(signal.SIGKILL)  # Dies holding it: a stale lock.
+    holder.wait()
+  caplog.set_level('INFO')
+  lock = workdir.Lock(str(tmp_path))
+  lock.acquire()
+  assert any('Taking over the workdir' in m for m in caplog.messages)
+  lock.release()
+  lock.acquire()  # Released: taken again, in the same process too.
+  lock.release()
+
+
+@pytest.mark.slow  # Two trainings at once.
+def test_the_same_command_launched_twice_trains_once(flat_dataset, tmp_path):
+  flags = helpers.tiny_flags(
+    flat_dataset, num_train_steps=300, log_every_steps=50,
+    checkpoint_every_steps=100, eval_every_steps=100,
+  )  # fmt: skip
+  command = [sys.executable, 'main.py', *flags, f'--workdir={tmp_path}']
+  first = subprocess.Popen(command, cwd=helpers.REPO, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+  deadline = time.monotonic() + 120
+  while (
+    not (tmp_path / 'run.lock').exists()
+    or not (tmp_path / 'run.lock').read_text()
+  ):
+    assert first.poll() is None and time.monotonic() < deadline
+    time.sleep(0.1)
+  second = subprocess.run(command, cwd=helpers.REPO, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+  _, first_log = first.communicate(timeout=300)
+  assert first.returncode == 0, first_log[-2000:]
+  assert second.returncode == 1
+  last = second.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and f'PID {first.pid}' in last
+  assert 'Traceback' not in second.stderr
+  steps = [
+    json.loads(line)['step']
+    for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()
+    if 'train_loss' in line
+  ]
+  assert steps == sorted(set(steps)) and steps[-1] == 300
+  assert len(list(tmp_path.glob('events.out.tfevents.*'))) == 1
