@@ -5,16 +5,19 @@ Layout: `WORKDIR/checkpoints/<step>/{state,data}`. The newest
 accuracy for as long as it is the best.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import time
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from catdog_jax import fileio
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import CheckpointError
 from catdog_jax.errors import UsageError
@@ -85,17 +88,54 @@ def unreadable_steps(directory: str) -> list[int]:
   return sorted(bad)
 
 
+# Room kept beyond a checkpoint for what the run writes until the next one
+# (metrics, events, the report and its plots at the end).
+SPACE_MARGIN = 8 << 20
+
+
+def space_needed(state) -> int:
+  """Bytes a checkpoint of `state` may take, with SPACE_MARGIN."""
+  return sum(x.nbytes for x in jax.tree.leaves(state)) + SPACE_MARGIN
+
+
+@contextlib.contextmanager
+def disk_full_said(what: str, directory: str, needed: int | None = None):
+  """Turns a full disk met inside the block into one DiskFullError line."""
+  try:
+    yield
+  except Exception as e:
+    if fileio.is_disk_full(e):
+      raise fileio.disk_full(what, directory, needed) from e
+    raise
+
+
 def save(manager, step, state, data_iterator, metrics=None) -> None:
-  """Saves asynchronously; `metrics` (with val_accuracy) ranks the best."""
+  """Saves asynchronously; `metrics` (with val_accuracy) ranks the best.
+
+  Raises:
+    DiskFullError: before writing, when the disk lacks the room the
+      checkpoint needs; or when it fills up while writing (the torn
+      checkpoint is never restored: orbax deletes it on the next start).
+  """
+  directory = str(manager.directory)
+  needed = space_needed(state)
+  fileio.check_space(directory, needed, f'checkpoint {step}')
   logging.info('Saving checkpoint %d.', step)
-  manager.save(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(data_iterator),
-    ),
-    metrics=metrics,
-  )
+  with disk_full_said(f'checkpoint {step}', directory, needed):
+    manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+      ),
+      metrics=metrics,
+    )
+
+
+def wait_until_saved(manager) -> None:
+  """Waits for the asynchronous saves; a full disk met there, one line."""
+  with disk_full_said('a checkpoint', str(manager.directory)):
+    manager.wait_until_finished()
 
 
 def restore(manager, step, abstract_state, data_iterator):

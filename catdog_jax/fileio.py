@@ -1,20 +1,66 @@
-"""Files written whole or not at all, JSON in and out, and checksums.
+"""Files written whole or not at all, JSON in and out, checksums, and a
+full disk said in one line.
 
 Every file the project writes for another process (or a relaunch) to read
 goes through `atomic_write`: a reader sees the old file or the new one,
-never half of one, whatever kills the writer.
+never half of one, whatever kills the writer or fills the disk.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import threading
 import uuid
 
+from catdog_jax.errors import CatdogError
 from catdog_jax.errors import UsageError
 
 _CHUNK_BYTES = 1 << 20
+_MB = 1 << 20
+
+
+class DiskFullError(CatdogError):
+  """The disk filled up: what was being written, and what it needs."""
+
+
+def free_bytes(path: str) -> int:
+  """Free bytes on the file system holding `path` (or its nearest parent)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  stat = os.statvfs(path)
+  return stat.f_bavail * stat.f_frsize
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """ENOSPC, as Python, orbax or TensorStore report it."""
+  for cause in (error, error.__cause__, error.__context__):
+    if cause is None:
+      continue
+    if getattr(cause, 'errno', None) in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    text = str(cause)
+    if 'No space left on device' in text or 'RESOURCE_EXHAUSTED' in text:
+      return True
+  return False
+
+
+def disk_full(what: str, path: str, needed: int | None = None):
+  """The DiskFullError for writing `what` at `path`."""
+  need = f', about {needed / _MB:.1f} MB needed' if needed else ''
+  return DiskFullError(
+    f'the disk is full writing {what} ({os.path.dirname(os.path.abspath(path))}'
+    f': {free_bytes(path) / _MB:.1f} MB free{need}): free some space and '
+    'relaunch the same command; what was written before is intact'
+  )
+
+
+def check_space(path: str, needed: int, what: str) -> None:
+  """Raises DiskFullError, before writing, unless `needed` bytes are free."""
+  if free_bytes(path) < needed:
+    raise disk_full(what, path, needed)
 
 
 @contextlib.contextmanager
@@ -32,9 +78,11 @@ def atomic_write(path: str, mode: str = 'w'):
     with open(temporary, mode) as f:
       yield f
     os.replace(temporary, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(temporary)
+    if is_disk_full(e):
+      raise disk_full(os.path.basename(path), path) from e
     raise
 
 

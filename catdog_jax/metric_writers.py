@@ -20,6 +20,9 @@ from catdog_jax import fileio
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.errors import UsageError
 
+# Room a log period's scalars must find (they take a few hundred bytes).
+SPACE_FOR_METRICS = 1 << 20
+
 
 class MetricWriter(abc.ABC):
   """clu's interface (the part we use): scalars and hyperparameters."""
@@ -76,7 +79,15 @@ class JsonlWriter(MetricWriter):
 
   def write_scalars(self, step, scalars):
     record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(record) + '\n')
+    # Flushed line by line: a run killed, or stopped by a full disk, leaves
+    # every step it logged.
+    try:
+      self._file.write(json.dumps(record) + '\n')
+      self._file.flush()
+    except OSError as e:
+      if fileio.is_disk_full(e):
+        raise fileio.disk_full('metrics.jsonl', self._file.name) from e
+      raise
 
   def write_hparams(self, hparams):
     del hparams
@@ -128,12 +139,17 @@ class NoWriter(MetricWriter):
 
 
 class MultiWriter(MetricWriter):
-  """Forwards every call to each of `writers`."""
+  """Forwards every call to each of `writers`; with `logdir`, stops first
+  with one line when its disk is full (tensorboardX would print a thread's
+  traceback and go on without its events)."""
 
-  def __init__(self, writers: Sequence[MetricWriter]):
+  def __init__(self, writers: Sequence[MetricWriter], logdir=None):
     self._writers = tuple(writers)
+    self._logdir = logdir
 
   def write_scalars(self, step, scalars):
+    if self._logdir:
+      fileio.check_space(self._logdir, SPACE_FOR_METRICS, 'the metrics')
     for writer in self._writers:
       writer.write_scalars(step, scalars)
 
@@ -162,5 +178,6 @@ def create_default_writer(
     [
       TensorBoardWriter(logdir),
       JsonlWriter(workdir_lib.path(logdir, workdir_lib.METRICS), start_step),
-    ]
+    ],
+    logdir,
   )

@@ -387,7 +387,7 @@ def train(run: run_lib.Run):
         train_log.restart_clock(step)
     finally:
       # Also on divergence: the last good checkpoint must finish writing.
-      manager.wait_until_finished()
+      checkpointing.wait_until_saved(manager)
 
   # Final evaluation.
   if not stop.requested:

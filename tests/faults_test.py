@@ -6,26 +6,32 @@ checkpoint; relaunching must end with exactly the model of a straight run.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from catdog_jax import checkpointing
+from catdog_jax import fileio
+from catdog_jax import mesh
 from catdog_jax import metric_writers
 from catdog_jax import probe
 from catdog_jax import state as state_lib
 from catdog_jax import train
 from catdog_jax import workdir
+from catdog_jax.data import input_pipeline
 from catdog_jax.errors import CheckpointError
 from catdog_jax.errors import DivergenceError
 from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import predict
+from catdog_jax.fileio import DiskFullError
 from tests import helpers
 
 REPO = helpers.REPO
@@ -227,3 +233,90 @@ def test_a_cut_probe_feature_cache_is_recomputed(tmp_path, caplog):
   caplog.set_level('WARNING')
   assert probe.read_features(path, keys, stamp) is None
   assert any('Recomputing the features' in m for m in caplog.messages)
+
+
+# --- A full disk, for real ---------------------------------------------------
+
+MB = 1 << 20
+
+
+@pytest.mark.slow  # Trains twice on a tmpfs.
+def test_a_disk_that_fills_stops_before_the_checkpoint_and_resumes_exactly(
+  flat_dataset, tmp_path, monkeypatch, straight_log_loss
+):
+  with helpers.small_disk(tmp_path / 'disk', 32) as disk:
+    run_dir = os.path.join(disk, 'w')
+    config = helpers.tiny_config(flat_dataset, num_train_steps=30)
+    save = checkpointing.save
+    filler = []
+
+    def save_then_fill(manager, step, *args, **kwargs):
+      save(manager, step, *args, **kwargs)
+      checkpointing.wait_until_saved(manager)
+      if step == 10:  # Someone fills the disk, 2 MB left.
+        filler.append(helpers.fill(disk, 2 * MB))
+
+    monkeypatch.setattr(checkpointing, 'save', save_then_fill)
+    with pytest.raises(DiskFullError) as error:
+      train.train_and_evaluate(config, run_dir)
+    message = str(error.value)
+    assert message.startswith('the disk is full writing checkpoint 20 (')
+    assert re.search(r': 2\.0 MB free, about 8\.\d MB needed\)', message)
+    assert sorted(os.listdir(os.path.join(run_dir, 'checkpoints'))) == ['10']
+    steps = [r['step'] for r in metric_writers.read_jsonl(
+      os.path.join(run_dir, 'metrics.jsonl')) if 'train_loss' in r]  # fmt: skip
+    assert steps == [5, 10, 15, 20]
+    monkeypatch.undo()
+    os.remove(filler[0])  # Space freed: the relaunch ends as a straight run.
+    train.train_and_evaluate(config, run_dir)
+    assert read_json(run_dir, 'eval_test.json')['log_loss'] == pytest.approx(
+      straight_log_loss, rel=1e-6
+    )
+
+
+def test_an_unguarded_write_to_a_full_disk_is_one_line(tmp_path, monkeypatch):
+  """What no free-space check foresaw: a file, metrics, a checkpoint."""
+  with helpers.small_disk(tmp_path / 'disk', 8) as disk:
+    config_path = os.path.join(disk, 'config.json')
+    fileio.write_json(config_path, {'seed': 0})
+    helpers.fill(disk, 64 << 10)
+    with pytest.raises(DiskFullError, match=r'writing config\.json \('):
+      fileio.write_json(config_path, {'big': 'x' * (1 << 20)})
+    assert read_json(disk, 'config.json') == {'seed': 0}  # Intact.
+    assert not [n for n in os.listdir(disk) if n.endswith('.tmp')]
+    rows = [predict.report.prediction_row(f'/p/{i}.jpg', 0.5)
+            for i in range(5000)]  # fmt: skip
+    with pytest.raises(DiskFullError, match=r'writing predictions\.csv'):
+      predict.write_predictions_csv(rows, os.path.join(disk, 'predictions.csv'))
+
+    writer = metric_writers.JsonlWriter(os.path.join(disk, 'm.jsonl'))
+    with pytest.raises(DiskFullError, match=r'writing metrics\.jsonl'):
+      for step in range(100_000):
+        writer.write_scalars(step, {'train_loss': 0.5})
+
+    # The free-space check passes; the disk fills while orbax writes.
+    monkeypatch.setattr(checkpointing, 'space_needed', lambda state: 0)
+    manager = checkpointing.create_checkpoint_manager(
+      os.path.join(disk, 'w'), 3
+    )
+    state = {'w': jnp.asarray(np.random.default_rng(0).random(1 << 19))}
+    iterator = mesh.DevicePrefetchIterator(
+      input_pipeline.CachedBatchIterator(
+        input_pipeline.TrainOrder(4, 0), {'x': np.zeros((4, 1))}, 2
+      ),
+      mesh.create_shardings()[0],
+      0,
+    )
+    with pytest.raises(DiskFullError, match='writing checkpoint 1 '):
+      checkpointing.save(manager, 1, state, iterator)
+      checkpointing.wait_until_saved(manager)
+
+
+@pytest.mark.slow  # Starts main.py.
+def test_training_on_a_full_disk_says_so_in_one_line(flat_dataset, tmp_path):
+  with helpers.small_disk(tmp_path / 'disk', 16) as disk:
+    helpers.fill(disk, 3 * MB)  # Room for the index and metrics only.
+    result = run_main(helpers.tiny_flags(flat_dataset), os.path.join(disk, 'w'))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: the disk is full writing checkpoint 10 (')

@@ -4,11 +4,14 @@ Fixtures live in conftest.py; these are plain functions and constants that
 any test module imports.
 """
 
+import contextlib
 import os
+import subprocess
 
 import cv2
 import ml_collections
 import numpy as np
+import pytest
 
 from catdog_jax import workdir
 from catdog_jax.data import images
@@ -128,3 +131,35 @@ def tiny_flags(root: str, **overrides) -> list[str]:
 def decode_resized(data: bytes, size: int) -> np.ndarray:
   """Image bytes decoded and resized as every model input is."""
   return images.resize(images.decode_rgb(data), size)
+
+
+@contextlib.contextmanager
+def small_disk(folder, megabytes: int):
+  """A tmpfs of `megabytes` mounted at `folder`: a disk that really fills.
+
+  Mounting needs root (as CI and these machines run); elsewhere the test
+  skips, saying so.
+  """
+  folder = str(folder)
+  os.makedirs(folder, exist_ok=True)
+  mounted = subprocess.run(
+    ['mount', '-t', 'tmpfs', '-o', f'size={megabytes}m', 'tmpfs', folder],
+    capture_output=True, text=True, check=False,
+  )  # fmt: skip
+  if mounted.returncode:
+    pytest.skip(f'a real full disk needs a tmpfs, and mounting one failed: '
+                f'{mounted.stderr.strip() or "not root"}')  # fmt: skip
+  try:
+    yield folder
+  finally:
+    subprocess.run(['umount', '-l', folder], check=False)
+
+
+def fill(folder: str, leave_bytes: int) -> str:
+  """Fills `folder`'s disk up to `leave_bytes` free; returns the filler."""
+  path = os.path.join(folder, 'filler')
+  stat = os.statvfs(folder)
+  with open(path, 'ab') as f:
+    size = os.path.getsize(path) + stat.f_bavail * stat.f_frsize - leave_bytes
+    os.posix_fallocate(f.fileno(), 0, max(size, 1))
+  return path

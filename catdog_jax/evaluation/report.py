@@ -298,7 +298,13 @@ def write_run_report(workdir, config, state, source, step) -> str:
   records = metric_writers.read_jsonl(
     workdir_lib.path(workdir, workdir_lib.METRICS)
   )
-  plot_names = draw_plots(workdir, config, state, source, records)
+  try:
+    plot_names = draw_plots(workdir, config, state, source, records)
+  except OSError as e:
+    if fileio.is_disk_full(e):
+      plots_dir = workdir_lib.path(workdir, workdir_lib.PLOTS)
+      raise fileio.disk_full('the plots', plots_dir) from e
+    raise
   _, labels, logits = read_predictions(workdir)
   model = models.create_model(config.model)
   run_path = workdir_lib.path(workdir, workdir_lib.RUN)

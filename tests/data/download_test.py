@@ -309,6 +309,48 @@ def test_a_full_disk_is_refused_before_downloading(tmp_path, monkeypatch):
       download.fetch_petimages(config, process_index=0)
 
 
+def test_a_disk_that_fills_while_downloading_keeps_what_came_and_resumes(
+  tmp_path, monkeypatch
+):
+  with helpers.small_disk(tmp_path / 'disk', 4) as disk, serving() as server:
+    config = data_config(server.url, disk)
+    filler = helpers.fill(disk, len(ARCHIVE) // 2)
+    # Room at the check (another job fills the disk right after it): the
+    # write itself then meets the real ENOSPC.
+    roomy = download.shutil._ntuple_diskusage(1, 0, 1 << 40)
+    monkeypatch.setattr(download.shutil, 'disk_usage', lambda _: roomy)
+    with pytest.raises(download.DownloadError) as error:
+      download.fetch_petimages(config, process_index=0)
+    partial = os.path.join(disk, f'petimages-{ARCHIVE_SHA256[:12]}.zip.partial')
+    assert str(error.value).startswith(
+      f'the disk is full writing {partial}: it is kept'
+    )
+    kept = os.path.getsize(partial)
+    assert 0 < kept < len(ARCHIVE)
+    os.remove(filler)
+    monkeypatch.undo()
+    root = download.fetch_petimages(config, process_index=0)
+    assert os.path.isdir(os.path.join(root, 'Cat'))
+  assert server.ranges == [None, f'bytes={kept}-']  # Resumed.
+
+
+def test_a_disk_too_full_to_unpack_keeps_the_archive(tmp_path):
+  with helpers.small_disk(tmp_path / 'disk', 4) as disk:
+    config = data_config('http://127.0.0.1:9/unused', disk)
+    _, archive, root = download.paths(config)
+    with open(archive, 'wb') as f:  # Saved by hand, as the error says.
+      f.write(ARCHIVE)
+    filler = helpers.fill(disk, 4096)
+    with pytest.raises(download.DownloadError, match='the disk is full '
+                       r'unpacking .*\.zip \(it is kept\)'):  # fmt: skip
+      download.fetch_petimages(config, process_index=0)
+    assert os.path.getsize(archive) == len(ARCHIVE)
+    assert not os.path.exists(root)
+    os.remove(filler)
+    assert download.fetch_petimages(config, process_index=0) == root
+    assert leftovers(tmp_path / 'disk') == []
+
+
 def test_a_killed_unpacking_is_never_read_and_is_cleaned_up(tmp_path):
   config = data_config('', tmp_path)
   _, archive, root = download.paths(config)
