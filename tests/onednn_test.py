@@ -5,6 +5,7 @@ AVX512-BF16); elsewhere they skip, saying which of the two is missing.
 """
 
 import functools
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +175,36 @@ def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch):
       onednn.check_implementation('onednn_bf16')
   finally:
     onednn.conv_for.cache_clear()
+
+
+@needs_onednn
+def test_calls_from_several_threads_at_once_finish_and_agree():
+  """XLA runs independent ops on several threads: each call must wait for
+  the one in progress (two OpenMP teams on the same cores livelocked)."""
+  rng = np.random.default_rng(3)
+  x, kernel = random_pair(rng, 16, 24, 24, 16, 3, 32)
+
+  @jax.jit
+  def two_branches(x, kernel):
+    # Independent convs: XLA may run them at once.
+    conv = functools.partial(
+      onednn.conv_general_dilated, window_strides=(1, 1), padding='SAME',
+      dimension_numbers=NHWC,
+    )  # fmt: skip
+    return conv(x, kernel) + conv(x * 2, kernel), conv(x[:, ::2, ::2], kernel)
+
+  want = jax.tree.map(np.asarray, two_branches(x, kernel))
+  results = [None] * 4
+
+  def work(i):
+    for _ in range(10):
+      results[i] = jax.tree.map(np.asarray, two_branches(x, kernel))
+
+  threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join(timeout=120)
+    assert not thread.is_alive(), 'oneDNN calls did not finish'
+  for result in results:
+    jax.tree.map(np.testing.assert_array_equal, result, want)

@@ -5,15 +5,23 @@
 // take these layouts directly. Three calls make a differentiable conv
 // (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
 // input and the gradient of the kernel. Primitives are created once per
-// shape and cached; each call runs on the caller's thread, oneDNN's own
-// OpenMP threads doing the work.
+// shape and cached. Every call runs on one thread of this library's own,
+// whose OpenMP team (oneDNN's threads) is then the only one: XLA calls from
+// several threads of its pool, and each caller would otherwise get a team
+// of its own, idle teams spinning against the working one on the same
+// cores (a training run was measured livelocked in their barriers).
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -42,13 +50,56 @@ struct Cached {
 struct State {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  std::mutex mutex;
   std::map<Key, std::shared_ptr<Cached>> cache;
 };
 
+// The one thread that runs oneDNN, and the calls waiting for it.
+class Worker {
+ public:
+  Worker() : thread_([this] { Loop(); }) { thread_.detach(); }
+
+  // Runs `task` on the worker thread; returns when it is done.
+  void Call(std::function<void()> task) {
+    std::packaged_task<void()> packaged(std::move(task));
+    auto done = packaged.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(std::move(packaged));
+    }
+    ready_.notify_one();
+    done.get();  // Rethrows what the task threw.
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return !queue_.empty(); });
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<void()>> queue_;
+  std::thread thread_;
+};
+
+// Both live until exit, used only on the worker thread (the state) or
+// through it.
 State& state() {
-  static State* s = new State();  // Never destroyed: used until exit.
+  static State* s = new State();
   return *s;
+}
+
+Worker& worker() {
+  static Worker* w = new Worker();
+  return *w;
 }
 
 struct Geometry {
@@ -139,7 +190,6 @@ std::shared_ptr<Cached> Create(Op op, const Geometry& g, const dnnl::engine& e) 
 
 std::shared_ptr<Cached> Get(Op op, const Geometry& g) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mutex);
   auto& entry = s.cache[KeyOf(op, g)];
   if (!entry) entry = Create(op, g, s.engine);
   return entry;
@@ -168,7 +218,8 @@ ffi::ErrorOr<Geometry> GeometryOf(ffi::Span<const int64_t> nhwc,
   return g;
 }
 
-void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
+// On the worker thread only.
+void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
   auto cached = Get(op, g);
   State& s = state();
   const dnnl::engine& e = s.engine;
@@ -209,6 +260,10 @@ void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
           .execute(s.stream, conv_kernel, user_kernel);
   }
   s.stream.wait();
+}
+
+void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
+  worker().Call([=] { RunHere(op, g, src, kernel, dst); });
 }
 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
@@ -287,8 +342,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvBackwardWeights, BackwardWeights,
 extern "C" const char* CatdogConvKernelName() {
   static std::string name;
   try {
-    Geometry g{1, 8, 8, 16, 3, 3, 16, 8, 8, {1, 1}, {1, 1}, {1, 1}};
-    name = ForwardDesc(g, state().engine).impl_info_str();
+    worker().Call([] {
+      Geometry g{1, 8, 8, 16, 3, 3, 16, 8, 8, {1, 1}, {1, 1}, {1, 1}};
+      name = ForwardDesc(g, state().engine).impl_info_str();
+    });
   } catch (...) {
     name = "";
   }
