@@ -5,6 +5,7 @@ any test module imports.
 """
 
 import contextlib
+import io
 import os
 import subprocess
 
@@ -12,6 +13,7 @@ import cv2
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from catdog_jax import workdir
 from catdog_jax.data import images
@@ -163,3 +165,44 @@ def fill(folder: str, leave_bytes: int) -> str:
     size = os.path.getsize(path) + stat.f_bavail * stat.f_frsize - leave_bytes
     os.posix_fallocate(f.fileno(), 0, max(size, 1))
   return path
+
+
+# --- Photos as cameras and phones save them ---------------------------------
+
+
+def jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
+  """A JPEG of `pixels` (RGB) tagged with an EXIF orientation."""
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, 'JPEG', quality=100,
+                               exif=exif.tobytes())  # fmt: skip
+  return buffer.getvalue()
+
+
+def upright_photo() -> np.ndarray:
+  """40 wide, 80 high: a red band on top, green and blue halves below."""
+  up = np.zeros((80, 40, 3), np.uint8)
+  up[:20] = (255, 0, 0)
+  up[20:, :20] = (0, 255, 0)
+  up[20:, 20:] = (0, 0, 255)
+  return up
+
+
+# The pixels a camera stores for an upright scene under each orientation tag.
+STORED = {3: lambda up: np.rot90(up, 2), 6: lambda up: np.rot90(up, 1),
+          8: lambda up: np.rot90(up, -1)}  # fmt: skip
+
+
+def heic(pixels: np.ndarray, orientation: int | None = None) -> bytes:
+  pillow_heif = pytest.importorskip('pillow_heif')
+  pillow_heif.register_heif_opener()
+  image = Image.fromarray(pixels)
+  buffer = io.BytesIO()
+  extra = {}
+  if orientation:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    extra['exif'] = exif.tobytes()
+  image.save(buffer, format='HEIF', quality=95, **extra)
+  return buffer.getvalue()

@@ -18,11 +18,12 @@ from catdog_jax.data import download
 from catdog_jax.data import images
 from catdog_jax.errors import UsageError
 
-# Extensions OpenCV's image decoders read; matched case-insensitively.
+# Extensions OpenCV's image decoders read, and HEIC/HEIF (images.py);
+# matched case-insensitively.
 IMAGE_EXTENSIONS = frozenset({
-  '.avif', '.bmp', '.dib', '.gif', '.hdr', '.jp2', '.jpe', '.jpeg', '.jpg',
-  '.pbm', '.pfm', '.pgm', '.pic', '.png', '.pnm', '.ppm', '.pxm', '.ras',
-  '.sr', '.tif', '.tiff', '.webp',
+  '.avif', '.bmp', '.dib', '.gif', '.hdr', '.heic', '.heif', '.jp2', '.jpe',
+  '.jpeg', '.jpg', '.pbm', '.pfm', '.pgm', '.pic', '.png', '.pnm', '.ppm',
+  '.pxm', '.ras', '.sr', '.tif', '.tiff', '.webp',
 })  # fmt: skip
 _FOLDER_LABELS = {'cat': 0, 'cats': 0, 'dog': 1, 'dogs': 1}
 

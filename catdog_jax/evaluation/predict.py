@@ -130,6 +130,8 @@ def predict(
   records = dataset.inspect_all(source, paths, predictor.config.data, None)
   keys, skipped = dataset.usable_and_skipped(paths, records)
   logging.info('Predicting %d images (%d skipped).', len(keys), len(skipped))
+  if not keys:
+    return [], skipped  # Their reasons are what there is to say.
   examples = [dataset.Example(key, 0, '') for key in keys]
   predictions = predictor.predict(examples, source)
   rows = [

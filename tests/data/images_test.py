@@ -1,10 +1,15 @@
 """Tests for catdog_jax.images: decoding and the checks before it."""
 
+import io
+import sys
+
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from catdog_jax.data import images
+from tests import helpers
 
 
 def encode(pixels, ext='.png', params=()):
@@ -98,3 +103,55 @@ def test_resize_is_bilinear_below_2x_and_when_enlarging():
   for size in (40, 90):
     expected = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(images.resize(image, size), expected)
+
+
+@pytest.mark.parametrize('orientation', [3, 6, 8])
+def test_exif_orientation_is_applied(orientation):
+  up = helpers.upright_photo()
+  data = helpers.jpeg_with_orientation(
+    helpers.STORED[orientation](up), orientation
+  )
+  decoded = images.decode_rgb(data)
+  assert decoded.shape == up.shape
+  assert np.abs(decoded.astype(int) - up).mean() < 6  # JPEG's own error.
+
+
+def test_an_animated_gif_gives_its_first_frame():
+  frames = [Image.fromarray(np.full((30, 30, 3), v, np.uint8))
+            for v in (50, 200)]  # fmt: skip
+  buffer = io.BytesIO()
+  frames[0].save(buffer, 'GIF', save_all=True, append_images=frames[1:],
+                 duration=100, loop=0)  # fmt: skip
+  first = images.check_and_decode(buffer.getvalue(), max_pixels=10_000)
+  assert first.shape == (30, 30, 3) and abs(first.mean() - 50) < 2
+
+
+def test_a_50_megapixel_jpeg_decodes_reduced_and_upright():
+  # 8160 x 6120, stored on its side with orientation 6, as a phone does.
+  width, height = 8160, 6120
+  stored = np.zeros((width, height, 3), np.uint8)  # Rotated: w x h swapped.
+  stored[: width // 2] = (200, 30, 30)
+  data = helpers.jpeg_with_orientation(stored, 6)
+  image = images.check_and_decode(data, max_pixels=50_000_000)
+  # 1/4 of each side: a sixteenth of the memory, still above any input.
+  assert image.shape == (height // 4, width // 4, 3)
+  # Upright: the half stored first is now on the right.
+  assert image[:, -10:].mean() > image[:, :10].mean() + 50
+
+
+def test_a_heic_photo_is_read_upright():
+  up = helpers.upright_photo()
+  data = helpers.heic(helpers.STORED[6](up), orientation=6)
+  assert images.is_heif(data)
+  decoded = images.check_and_decode(data, max_pixels=10_000)
+  assert decoded.shape == up.shape
+  assert np.abs(decoded.astype(int) - up).mean() < 12  # HEVC's own error.
+
+
+def test_without_the_heif_extra_a_heic_photo_says_what_to_install(
+  monkeypatch,
+):
+  data = helpers.heic(helpers.upright_photo())
+  monkeypatch.setitem(sys.modules, 'pillow_heif', None)  # Not installed.
+  with pytest.raises(images.UnusableImageError, match=r'needs the heif extra'):
+    images.decode_rgb(data)

@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
+from PIL import Image
 
 from catdog_jax import fileio
 from catdog_jax.data import dataset
@@ -204,3 +206,26 @@ def test_counts_read_as_english():
     one, []
   )
   assert '2 images: 2 dogs, 0 cats' in predict.format_predictions(one * 2, [])
+
+
+def test_photos_as_phones_save_them(workdir, tmp_path, monkeypatch):
+  """EXIF-rotated JPEGs predict as their upright photo; HEIC is read, or
+  skipped with what to install; never left out, never a crash."""
+  upright = helpers.synthetic_image(1, np.random.default_rng(5), size=40)
+  upright = np.concatenate([upright, upright[:20]], axis=0)  # 40 x 60.
+  folder = tmp_path / 'phone'
+  folder.mkdir()
+  Image.fromarray(upright).save(folder / 'upright.jpg', quality=100)
+  for orientation, stored in helpers.STORED.items():
+    data = helpers.jpeg_with_orientation(stored(upright), orientation)
+    (folder / f'turned{orientation}.jpg').write_bytes(data)
+  (folder / 'photo.HEIC').write_bytes(helpers.heic(upright))
+  rows, skipped = predict.predict(workdir, str(folder))
+  prob = {os.path.basename(r['path']): r['prob_dog'] for r in rows}
+  assert not skipped and len(prob) == 5
+  for name in ('turned3.jpg', 'turned6.jpg', 'turned8.jpg', 'photo.HEIC'):
+    assert prob[name] == pytest.approx(prob['upright.jpg'], abs=0.02), name
+  # Without the heif extra: skipped, saying what to install.
+  monkeypatch.setitem(sys.modules, 'pillow_heif', None)
+  rows, skipped = predict.predict(workdir, str(folder / 'photo.HEIC'))
+  assert rows == [] and 'needs the heif extra' in skipped[0]['reason']
