@@ -43,6 +43,10 @@ CONFIG = config_flags.DEFINE_config_file(
 
 
 def main(argv):
+  if distributed.is_multi_process(FLAGS.coordinator_address):
+    status = distributed.supervise()  # None in the supervised child.
+    if status is not None:
+      sys.exit(status)
   cli.keep_own_info_logs()
   logging.info(allocator.describe())
   distributed.initialize(
@@ -61,6 +65,10 @@ def main(argv):
     )
   except CatdogError as e:
     sys.exit(f'error: {e}')
+  except jax.errors.JaxRuntimeError as e:
+    if not distributed.is_peer_loss(e):
+      raise
+    distributed.exit_for_lost_peer(e)
   except KeyboardInterrupt:
     # Training's loop saves on the first Ctrl-C; this is any other moment,
     # or a second Ctrl-C. Checkpoints already written are whole.

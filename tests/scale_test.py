@@ -8,12 +8,15 @@ the multi-process run connects two JAX processes through jax.distributed
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
+from catdog_jax import distributed
 from tests import helpers
 
 pytestmark = pytest.mark.slow
@@ -53,7 +56,7 @@ def two_device_log_loss(flat_dataset, tmp_path_factory):
 def test_one_device_ends_like_two(flat_dataset, tmp_path, two_device_log_loss):
   flags = helpers.tiny_flags(flat_dataset, **RUN)
   result = run(command('main.py', *flags, f'--workdir={tmp_path}'))
-  assert 'on 1 devices' in result.stderr
+  assert 'on 1 device:' in result.stderr
   assert read_log_loss(tmp_path) == pytest.approx(two_device_log_loss, rel=1e-3)
 
 
@@ -129,3 +132,57 @@ def test_a_failed_sweep_point_fails_the_sweep(flat_dataset, tmp_path):
   assert 0 <= float(rows[0]['val_accuracy']) <= 1
   error_log = tmp_path / 'batch_size=0' / 'sweep_error.log'
   assert 'batch_size must be at least 1' in error_log.read_text()
+
+
+@pytest.mark.slow  # Two processes, one killed; then both again.
+def test_a_lost_process_stops_the_other_in_one_line_and_both_resume(
+  flat_dataset, tmp_path
+):
+  flags = helpers.tiny_flags(
+    flat_dataset, num_train_steps=3000, log_every_steps=50,
+    checkpoint_every_steps=100, eval_every_steps=1000,
+  )  # fmt: skip
+  address = f'localhost:{free_port()}'
+  env = {**os.environ, distributed.HEARTBEAT_TIMEOUT_ENV: '10'}
+
+  def launch(*extra):
+    return [
+      subprocess.Popen(
+        command('main.py', *flags, *extra, f'--workdir={tmp_path}',
+                f'--coordinator_address={address}', '--num_processes=2',
+                f'--process_id={i}'),
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+      )
+      for i in range(2)
+    ]  # fmt: skip
+
+  processes = launch()
+  deadline = time.monotonic() + 240
+  while not (tmp_path / 'checkpoints' / '100').exists():
+    assert time.monotonic() < deadline and processes[0].poll() is None
+    time.sleep(0.05)
+  # Process 1's worker dies (main.py supervises it in a child process).
+  children = subprocess.run(
+    ['pgrep', '-P', str(processes[1].pid)], capture_output=True, text=True
+  )
+  worker = children.stdout.split()[0]
+  os.kill(int(worker), signal.SIGKILL)
+  killed = time.monotonic()
+  _, survivor = processes[0].communicate(timeout=120)
+  assert time.monotonic() - killed < 60  # 10 s of heartbeats, and less.
+  assert processes[0].returncode == 1
+  assert (
+    survivor.strip()
+    .splitlines()[-1]
+    .startswith('error: process 1 of 2 was lost (no heartbeat for 10 s)')
+  )
+  for noise in ('Traceback', 'Check failure', 'Fatal Python', 'coordination'):
+    assert noise not in survivor, noise
+  _, dead = processes[1].communicate(timeout=60)
+  assert 'error: this process was killed (SIGKILL)' in dead
+  # Relaunched (with a shorter run), both resume from the last checkpoint.
+  for process in launch('--config.num_train_steps=200'):
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    assert 'Resuming from checkpoint 1' in stderr
