@@ -33,7 +33,10 @@ flags.DEFINE_multi_string(
   'images', None, 'predict: files, folders or globs (repeatable; more photos '
   'may follow as arguments); eval: one labelled folder.',
 )  # fmt: skip
-flags.DEFINE_string('output', None, 'predict: CSV to write; eval: JSON.')
+flags.DEFINE_string(
+  'output', None, 'predict: CSV to write; eval: JSON; export: a folder.'
+)
+flags.DEFINE_integer('port', 7860, 'serve: the port of the page on 127.0.0.1.')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: process 0.')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: how many processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process, from 0.')
@@ -61,6 +64,7 @@ def main(argv):
       workdir=FLAGS.workdir,
       images=cli.images_argument(FLAGS.mode, FLAGS.images, argv[1:]),
       output=FLAGS.output,
+      port=FLAGS.port,
       provenance=cli.provenance(CONFIG) if FLAGS.mode == 'train' else None,
     )
   except CatdogError as e:

@@ -20,6 +20,7 @@ from catdog_jax.data import audit
 from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import predict
 from catdog_jax.models import summary
+from catdog_jax.serving import export
 
 # What each --mode needs, and what it does (--helpfull shows this).
 MODES = {
@@ -29,6 +30,8 @@ MODES = {
   'predict': (('workdir', 'images'), 'dog probabilities of --images'),
   'eval': (('workdir', 'images'), 'metrics on the labelled folder --images'),
   'report': (('workdir',), 'redraw WORKDIR/report.md and plots/'),
+  'export': (('workdir',), 'the model as one file that runs with jax alone'),
+  'serve': (('workdir',), 'a page on 127.0.0.1:--port to try your photos'),
 }
 
 
@@ -85,6 +88,12 @@ def run_mode(mode: str, *, provenance=None, **flag_values) -> None:
     print(predict.evaluate_to_json(workdir, images, output))
   elif mode == 'report':
     print(f'Wrote {predict.regenerate_report(workdir)}')
+  elif mode == 'export':
+    print(f'Wrote {export.export_workdir(workdir, output)}')
+  elif mode == 'serve':
+    from catdog_jax.serving import page  # Gradio: the serve extra.
+
+    page.serve(workdir, flag_values['port'])
 
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -30,6 +30,7 @@ FEATURES = 'features_{}.npz'  # Probe runs: the backbone's features by split.
 PREDICTIONS = 'predictions.csv'  # --mode=predict's default output.
 LOCK = 'run.lock'  # Held by the run training here (train, probe).
 EVAL_FOLDER = 'eval_folder.json'  # --mode=eval's default output.
+EXPORT = 'export'  # --mode=export's default folder.
 
 
 def path(workdir: str, name: str) -> str:

@@ -124,8 +124,8 @@ def test_the_package_has_no_import_cycle():
   assert find_cycle(import_graph(PACKAGE)) is None
 
 
-@pytest.mark.parametrize('module', ['evaluation', 'data', 'models'])
-def test_evaluation_data_and_models_never_reach_a_trainer(module):
+@pytest.mark.parametrize('module', ['evaluation', 'data', 'models', 'serving'])
+def test_evaluation_data_models_and_serving_never_reach_a_trainer(module):
   graph = import_graph(PACKAGE)
   members = family(graph, module)
   assert members

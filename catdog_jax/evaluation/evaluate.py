@@ -52,29 +52,40 @@ def shift_images(images, pixels: int):
   return padded[:, top : top + height, top : top + width]
 
 
-def eval_step(state, batch, *, flip: bool = False, translate: int = 0):
-  """Logits of a padded batch, with its labels and mask passed through.
+def tta_logits(apply_fn, variables, images_bhwc, flip: bool, translate: int):
+  """Dog logits of preprocessed images, with test-time augmentation.
 
-  Test-time augmentation: with `flip`, the logit is the mean over the image
-  and its mirror image; with `translate`, half the weight goes to the image
-  and a quarter to each of its copies shifted `translate` pixels along
-  either diagonal (airbench's), each flipped too with `flip`.
+  With `flip`, the logit is the mean over the image and its mirror image;
+  with `translate`, half the weight goes to the image and a quarter to each
+  of its copies shifted `translate` pixels along either diagonal
+  (airbench's), each flipped too with `flip`.
   """
-  images = preprocess(batch['image'])
-  variables = eval_variables(state)
 
   def logits_of(x):
-    logits = state.apply_fn(variables, x)
+    logits = apply_fn(variables, x)
     if flip:
-      logits = (logits + state.apply_fn(variables, x[:, :, ::-1])) / 2
+      logits = (logits + apply_fn(variables, x[:, :, ::-1])) / 2
     return logits
 
-  logits = logits_of(images)
+  logits = logits_of(images_bhwc)
   if translate:
-    shifted = logits_of(shift_images(images, translate)) + logits_of(
-      shift_images(images, -translate)
+    shifted = logits_of(shift_images(images_bhwc, translate)) + logits_of(
+      shift_images(images_bhwc, -translate)
     )
     logits = logits / 2 + shifted / 4
+  return logits
+
+
+def eval_step(state, batch, *, flip: bool = False, translate: int = 0):
+  """Logits of a padded batch (`tta_logits`), with its labels and mask
+  passed through."""
+  logits = tta_logits(
+    state.apply_fn,
+    eval_variables(state),
+    preprocess(batch['image']),
+    flip,
+    translate,
+  )
   return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
 
 

@@ -7,6 +7,8 @@ gradient of the predicted class's logit with respect to them (Selvaraju et
 al., 2017).
 """
 
+import functools
+
 import cv2
 import flax.linen as nn
 import jax
@@ -43,15 +45,9 @@ def _forward(apply_fn, variables, images_bhwc, layer, delta):
   return logits, captured[0]
 
 
-def gradcam(apply_fn, variables, images_bhwc, layer: str) -> np.ndarray:
-  """Heatmaps in [0, 1], shape [B, H, W] of the images, for the predicted class.
-
-  Args:
-    apply_fn: the model's apply function.
-    variables: its variables, as evaluation uses them.
-    images_bhwc: uint8 images, as the input pipeline gives them.
-    layer: the layer whose input is explained.
-  """
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'layer'))
+def _cams(apply_fn, variables, images_bhwc, layer: str):
+  """Grad-CAM maps [B, h, w] at the layer's resolution, each scaled to 1."""
   shape = jax.eval_shape(
     lambda x: _forward(apply_fn, variables, x, layer, 0.0)[1], images_bhwc
   ).shape
@@ -66,7 +62,21 @@ def gradcam(apply_fn, variables, images_bhwc, layer: str) -> np.ndarray:
 
   grads, activations = jax.grad(score, has_aux=True)(jnp.zeros(shape))
   weights = grads.mean(axis=(1, 2), keepdims=True)
-  cams = np.asarray(jax.nn.relu((weights * activations).sum(axis=-1)))
-  cams = cams / np.maximum(cams.max(axis=(1, 2), keepdims=True), 1e-12)
+  cams = jax.nn.relu((weights * activations).sum(axis=-1))
+  return cams / jnp.maximum(cams.max(axis=(1, 2), keepdims=True), 1e-12)
+
+
+def gradcam(apply_fn, variables, images_bhwc, layer: str) -> np.ndarray:
+  """Heatmaps in [0, 1], shape [B, H, W] of the images, for the predicted class.
+
+  Compiled once per model, layer and batch shape.
+
+  Args:
+    apply_fn: the model's apply function.
+    variables: its variables, as evaluation uses them.
+    images_bhwc: uint8 images, as the input pipeline gives them.
+    layer: the layer whose input is explained.
+  """
+  cams = np.asarray(_cams(apply_fn, variables, images_bhwc, layer))
   height, width = images_bhwc.shape[1:3]
   return np.stack([cv2.resize(cam, (width, height)) for cam in cams])

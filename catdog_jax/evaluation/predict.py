@@ -81,14 +81,14 @@ class Predictor:
     self.state, self.step = checkpointing.restore_for_inference(
       workdir, state_lib.abstract_state(self.config, replicated), step
     )
-    self._eval_fn = evaluate.compile_eval_step(
+    self.eval_fn = evaluate.compile_eval_step(
       self.config, self._data_sharding, replicated
     )
 
   def predict(self, examples, source) -> evaluate.Predictions:
     """The examples' logits, as training's evaluation computes them."""
     return evaluate.evaluate(
-      self._eval_fn, self.state, examples, source, self.config,
+      self.eval_fn, self.state, examples, source, self.config,
       self._data_sharding,
     )  # fmt: skip
 
@@ -232,6 +232,7 @@ def evaluate_folder(workdir: str, root: str) -> tuple[dict, str]:
     )
   predictions = predictor.predict(index.examples, source)
   result = predictions.metrics()
+  result['root'] = os.path.abspath(root)
   result['num_skipped'] = len(index.skipped)
   result['skipped'] = index.skipped
   result['checkpoint_step'] = predictor.step
