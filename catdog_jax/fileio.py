@@ -19,6 +19,18 @@ from catdog_jax.errors import UsageError
 
 _CHUNK_BYTES = 1 << 20
 _MB = 1 << 20
+CACHE_ENV = 'CATDOG_JAX_CACHE'
+
+
+def user_cache_dir() -> str:
+  """$CATDOG_JAX_CACHE, else ~/.cache/catdog_jax (or under $XDG_CACHE_HOME):
+  the built oneDNN library, compiled programs, downloads."""
+  if os.environ.get(CACHE_ENV):
+    return os.environ[CACHE_ENV]
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+    os.path.expanduser('~'), '.cache'
+  )
+  return os.path.join(cache, 'catdog_jax')
 
 
 class DiskFullError(CatdogError):

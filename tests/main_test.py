@@ -178,3 +178,36 @@ def test_report_names_its_checkpoint_and_provenance(trained_workdir):
   result = run_main('--mode=report', f'--workdir={workdir}')
   assert result.returncode == 0 and 'Traceback' not in result.stderr
   assert (workdir / 'report.md').read_text() == report
+
+
+def test_a_second_command_reuses_the_compiled_programs(
+  trained_workdir, flat_dataset, tmp_path
+):
+  workdir, _ = trained_workdir
+  cache = tmp_path / 'cache'
+  eval_flags = (
+    '--mode=eval',
+    f'--workdir={workdir}',
+    f'--images={flat_dataset}',
+  )
+  env = {'CATDOG_JAX_CACHE': str(cache),
+         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}  # fmt: skip
+
+  def run_eval(name, **extra_env):
+    result = run_main(*eval_flags, f'--output={tmp_path / name}',
+                      env={**env, **extra_env})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / name).read_text())
+
+  def entries():
+    return sorted(os.listdir(cache / 'xla')) if (cache / 'xla').exists() else []
+
+  first = run_eval('first.json')
+  compiled = entries()
+  assert compiled
+  # The same programs again: read from the cache, none added.
+  assert run_eval('second.json') == first and entries() == compiled
+  elsewhere = tmp_path / 'elsewhere'
+  off = run_eval('off.json', CATDOG_JAX_CACHE=str(elsewhere),
+                 CATDOG_JAX_COMPILATION_CACHE='off')  # fmt: skip
+  assert off == first and not (elsewhere / 'xla').exists()

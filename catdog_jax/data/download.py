@@ -50,13 +50,10 @@ class DownloadError(CatdogError):
 
 
 def default_download_dir() -> str:
-  """$CATDOG_JAX_DATA, else the user's cache directory."""
+  """$CATDOG_JAX_DATA, else the project's cache directory."""
   if os.environ.get(DOWNLOAD_DIR_ENV):
     return os.environ[DOWNLOAD_DIR_ENV]
-  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(
-    os.path.expanduser('~'), '.cache'
-  )
-  return os.path.join(cache, 'catdog_jax')
+  return fileio.user_cache_dir()
 
 
 def paths(config: ml_collections.ConfigDict) -> tuple[str, str, str]:

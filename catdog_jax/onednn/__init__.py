@@ -28,11 +28,11 @@ import numpy as np
 from absl import logging
 from jax import lax
 
+from catdog_jax import fileio
 from catdog_jax.errors import UsageError
 
 SOURCE = os.path.join(os.path.dirname(__file__), 'conv.cc')
 ROOT_ENV = 'CATDOG_JAX_ONEDNN_ROOT'  # A prefix with include/ and lib/.
-CACHE_ENV = 'CATDOG_JAX_CACHE'  # Where the built library goes.
 _TARGETS = {
   'forward': 'catdog_conv_forward',
   'backward_data': 'catdog_conv_backward_data',
@@ -51,15 +51,6 @@ IMPLEMENTATIONS = ('xla', 'onednn_bf16', 'auto')
 
 class Unavailable(Exception):
   """oneDNN's bf16 convolutions cannot run here; the message says why."""
-
-
-def cache_dir() -> str:
-  if os.environ.get(CACHE_ENV):
-    return os.environ[CACHE_ENV]
-  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(
-    os.path.expanduser('~'), '.cache'
-  )
-  return os.path.join(cache, 'catdog_jax')
 
 
 def _prefixes() -> list[str]:
@@ -105,7 +96,7 @@ def build() -> str:
     Unavailable: without oneDNN or g++, or when compiling fails.
   """
   include, library = find_onednn()
-  folder = os.path.join(cache_dir(), 'onednn', _build_id(include))
+  folder = os.path.join(fileio.user_cache_dir(), 'onednn', _build_id(include))
   built = os.path.join(folder, 'libcatdog_onednn.so')
   if os.path.exists(built):
     return built
