@@ -22,10 +22,32 @@ def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
   return float(np.mean(example_losses(labels, logits)))
 
 
+def expected_calibration_error(
+  labels: np.ndarray, logits: np.ndarray, num_bins: int = 15
+) -> float:
+  """How far confidence is from accuracy: the predicted class's probability
+  binned in `num_bins` equal widths over [0.5, 1], |accuracy - mean
+  confidence| per bin weighted by its share of the examples (Guo et al.,
+  2017, with two classes)."""
+  p_dog = sigmoid(np.asarray(logits, np.float64))
+  correct = classes.is_dog(logits).astype(np.int32) == labels
+  confidence = np.maximum(p_dog, 1.0 - p_dog)
+  bins = np.minimum(((confidence - 0.5) * 2 * num_bins).astype(int),
+                    num_bins - 1)  # fmt: skip
+  error = 0.0
+  for b in np.unique(bins):
+    in_bin = bins == b
+    error += np.abs(correct[in_bin].mean() - confidence[in_bin].mean()) * (
+      in_bin.mean()
+    )
+  return float(error)
+
+
 def classification_metrics(
   labels: np.ndarray, logits: np.ndarray
 ) -> dict[str, object]:
-  """Accuracy, precision, recall, F1, ROC AUC, log-loss, confusion matrix.
+  """Accuracy, precision, recall, F1, each class's recall, ROC AUC,
+  log-loss, expected calibration error, confusion matrix.
 
   Args:
     labels: int array of 0 (cat) / 1 (dog).
@@ -46,8 +68,13 @@ def classification_metrics(
     'precision': float(precision),
     'recall': float(recall),
     'f1': float(f1),
+    'recall_per_class': {
+      name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+      for i, name in enumerate(CLASS_NAMES)
+    },
     'roc_auc': None if roc_auc is None else float(roc_auc),
     'log_loss': log_loss(labels, logits),
+    'calibration_error': expected_calibration_error(labels, logits),
     'confusion_matrix': confusion.tolist(),
     'num_examples': int(len(labels)),
   }

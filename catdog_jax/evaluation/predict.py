@@ -265,7 +265,13 @@ def format_eval(result: dict, report_text: str) -> str:
     f'precision {result["precision"]:.4f}, recall {result["recall"]:.4f}, '
     f'F1 {result["f1"]:.4f}, ROC AUC '
     f'{"n/a" if auc is None else f"{auc:.4f}"}, log-loss '
-    f'{result["log_loss"]:.4f}.',
+    f'{result["log_loss"]:.4f}, calibration error '
+    f'{result["calibration_error"]:.4f}; recall per class: '
+    + ', '.join(
+      f'{name} {recall:.4f}'
+      for name, recall in result['recall_per_class'].items()
+    )
+    + '.',
   ]
   if 'duplicates_of_training_data' in result:
     counts, unseen = result['duplicates_of_training_data'], result['unseen']

@@ -118,6 +118,7 @@ def render_report(
       f'- F1: {test_metrics["f1"]:.4f}',
       f'- ROC AUC: {"n/a" if auc is None else f"{auc:.4f}"}',
       f'- log-loss: {test_metrics["log_loss"]:.4f}',
+      f'- expected calibration error: {test_metrics["calibration_error"]:.4f}',
       '',
       '## Classification report',
       '',

@@ -18,6 +18,7 @@ def test_metrics_on_a_known_confusion():
   assert result['recall'] == pytest.approx(0.5)
   assert result['f1'] == pytest.approx(0.5)
   assert result['num_examples'] == 5
+  assert result['recall_per_class'] == pytest.approx({'cat': 2 / 3, 'dog': 0.5})
   assert result['roc_auc'] == pytest.approx(
     sk_metrics.roc_auc_score(labels, logits)
   )
@@ -46,3 +47,19 @@ def test_classification_report_has_the_seed_layout():
   for row in ('cat', 'dog', 'accuracy', 'macro avg', 'weighted avg'):
     assert row in report
   assert 'precision    recall  f1-score   support' in report
+
+
+def test_calibration_error_by_hand_and_at_its_extremes():
+  # Confidences 0.9, 0.9 (one right, one wrong) and 0.6 (right): two bins.
+  labels = np.array([1, 0, 0])
+  p_dog = np.array([0.9, 0.9, 0.4])
+  logits = np.log(p_dog / (1 - p_dog))
+  expected = (2 / 3) * abs(0.5 - 0.9) + (1 / 3) * abs(1.0 - 0.6)
+  assert metrics.expected_calibration_error(labels, logits) == pytest.approx(
+    expected
+  )
+  # Always right and sure: none. Always wrong and sure: all of it.
+  labels = np.array([0, 1, 0, 1])
+  sure = np.array([-50.0, 50.0, -50.0, 50.0])
+  assert metrics.expected_calibration_error(labels, sure) == pytest.approx(0)
+  assert metrics.expected_calibration_error(labels, -sure) == pytest.approx(1)
