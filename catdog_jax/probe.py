@@ -147,11 +147,8 @@ def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
     The train state with the fitted head.
   """
   check_config(config)
-  run = run_lib.open_run(config, workdir, provenance)
-  try:
+  with run_lib.open_run(config, workdir, provenance) as run:
     return probe(run)
-  finally:
-    run.close()
 
 
 def probe(run: run_lib.Run):

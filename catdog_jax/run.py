@@ -58,6 +58,12 @@ class Run:
     """Lets another run have the workdir."""
     self.lock.release()
 
+  def __enter__(self) -> 'Run':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
   @property
   def is_chief(self) -> bool:
     return jax.process_index() == 0

@@ -286,11 +286,8 @@ def train_and_evaluate(
     The final train state, or the state at the stop when SIGTERM or Ctrl-C
     arrived.
   """
-  run = run_lib.open_run(config, workdir, provenance)
-  try:
+  with run_lib.open_run(config, workdir, provenance) as run:
     return train(run)
-  finally:
-    run.close()
 
 
 def train(run: run_lib.Run):

@@ -68,7 +68,8 @@ def apply_cpu_recipe(
   eval_translate: int,
 ) -> None:
   """The CPU configs' recipe: the half-width ResNet-10 with a whitened,
-  pooled stem, trained at 96 to 160 px and evaluated at 160."""
+  pooled stem, trained at 96 to 160 px and evaluated at 160, its convs in
+  bfloat16 through oneDNN where the CPU runs them in hardware."""
   apply_recipe(
     config,
     crop_min_area=0.8,
@@ -86,6 +87,7 @@ def apply_cpu_recipe(
     (1, 1, 1, 1), (32, 64, 128, 256), stem_pool=True, whiten_stem=True
   )
   config.eval.translate = eval_translate
+  config.cpu_convolutions = 'auto'
 
 
 def apply_finetune(

@@ -19,9 +19,9 @@ from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """The CPU recipe for 7 epochs."""
+  """The CPU recipe for 12 epochs."""
   config = base.get_config()
   common.apply_cpu_recipe(
-    config, num_epochs=7, learning_rate=1.6e-2, eval_translate=0
+    config, num_epochs=12, learning_rate=1.6e-2, eval_translate=0
   )
   return config

@@ -175,7 +175,7 @@ def test_a_lost_process_stops_the_other_in_one_line_and_both_resume(
   assert (
     survivor.strip()
     .splitlines()[-1]
-    .startswith('error: process 1 of 2 was lost (no heartbeat for 10 s)')
+    .startswith('error: process 1 of 2 was lost (no heartbeat for 5 s)')
   )
   for noise in ('Traceback', 'Check failure', 'Fatal Python', 'coordination'):
     assert noise not in survivor, noise

@@ -44,15 +44,21 @@ def learnable_batch():
   return {'image': images, 'label': labels}
 
 
-def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
-  config = helpers.tiny_config(flat_dataset)
+def steps_on_one_batch(config, steps=30):
+  """(state, last metrics, every step's loss) of `steps` train steps on
+  learnable_batch()."""
   batch = learnable_batch()
   step = jitted_train_step(config)
   state = tiny_state(config)
   losses = []
-  for _ in range(30):
+  for _ in range(steps):
     state, metrics = step(state, batch, jax.random.key(1))
     losses.append(float(metrics['loss']))
+  return state, metrics, losses
+
+
+def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
+  state, metrics, losses = steps_on_one_batch(helpers.tiny_config(flat_dataset))
   assert int(state.step) == 30
   assert losses[-1] < 0.5 * losses[0]
   assert np.isfinite(float(metrics['grad_norm']))
@@ -256,13 +262,7 @@ def test_style_augmentations_and_cutmix_still_learn(flat_dataset):
     augment__blur=1.0,
     augment__cutmix=0.5,
   )
-  batch = learnable_batch()
-  step = jitted_train_step(config)
-  state = tiny_state(config)
-  losses = []
-  for _ in range(30):
-    state, metrics = step(state, batch, jax.random.key(1))
-    losses.append(float(metrics['loss']))
+  _, _, losses = steps_on_one_batch(config)
   assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
 
 

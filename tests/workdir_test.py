@@ -222,8 +222,14 @@ def test_the_same_command_launched_twice_trains_once(flat_dataset, tmp_path):
   ):
     assert first.poll() is None and time.monotonic() < deadline
     time.sleep(0.1)
-  second = subprocess.run(command, cwd=helpers.REPO, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+  # The first is held still while the second launches: however fast its
+  # 300 steps run, it holds the lock when the second asks for it.
+  first.send_signal(signal.SIGSTOP)
+  try:
+    second = subprocess.run(command, cwd=helpers.REPO, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+  finally:
+    first.send_signal(signal.SIGCONT)
   _, first_log = first.communicate(timeout=300)
   assert first.returncode == 0, first_log[-2000:]
   assert second.returncode == 1
