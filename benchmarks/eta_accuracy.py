@@ -71,6 +71,7 @@ def main(argv):
   worst = max(
     (row for row in rows if row['real_s'] >= 60),
     key=lambda row: abs(row['error']),
+    default=None,  # A run shorter than a minute.
   )
   print(json.dumps({'lines': rows, 'worst': worst}))
 

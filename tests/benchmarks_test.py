@@ -22,10 +22,11 @@ TINY = [
 ]
 
 
-def run_script(script, *args) -> list[dict]:
-  """The JSON lines a benchmark script prints."""
+def run_script(script, *args, tiny=True) -> list[dict]:
+  """The JSON lines a benchmark script prints (given TINY's settings where
+  it trains or times a model)."""
   result = subprocess.run(
-    [sys.executable, f'benchmarks/{script}', *TINY, *args],
+    [sys.executable, f'benchmarks/{script}', *(TINY if tiny else ()), *args],
     cwd=REPO, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-3000:]
@@ -43,6 +44,9 @@ def test_step_benchmark_reports_images_per_second():
   assert result['train_images_per_sec'] > 0
   assert result['eval_images_per_sec'] > 0
   assert {'device', 'image_size', 'dtype'} <= set(result)
+  assert result['train_minor_faults_per_step'] >= 0
+  assert result['train_user_seconds_per_step'] > 0
+  assert result['allocator'] in ('mimalloc', 'system')
 
 
 def test_input_benchmark_reads_a_folder(flat_dataset):
@@ -144,3 +148,46 @@ def test_eval_sizes_evaluates_each_size_as_trained_and_recalibrated(
   with open(tmp_path / 'eval_val.json') as f:
     assert rows[0]['val_log_loss'] == pytest.approx(json.load(f)['log_loss'])
   assert rows[1]['val_log_loss'] != rows[0]['val_log_loss']
+
+
+def test_eta_accuracy_sets_each_eta_against_the_time_left(
+  flat_dataset, tmp_path
+):
+  log = tmp_path / 'train.log'
+  flags = helpers.tiny_flags(flat_dataset, num_train_steps=20)
+  with open(log, 'w') as stderr:
+    subprocess.run(
+      [sys.executable, 'main.py', *flags, f'--workdir={tmp_path}'],
+      cwd=REPO, stderr=stderr, check=True, timeout=300,
+    )  # fmt: skip
+  (result,) = run_script(
+    'eta_accuracy.py', f'--log={log}', f'--workdir={tmp_path}', tiny=False
+  )
+  rows = result['lines']
+  assert [row['step'] for row in rows] == [5, 10, 15, 20]
+  times_left = [row['real_s'] for row in rows]
+  assert times_left == sorted(times_left, reverse=True) and times_left[-1] > 0
+  for row in rows:  # Seconds are printed to a tenth.
+    error = (row['eta_s'] - row['real_s']) / row['real_s']
+    assert row['error'] == pytest.approx(error, abs=0.1 / row['real_s'])
+  assert result['worst'] is None  # No line had a minute left.
+
+
+def test_oxford_breeds_counts_each_breed(tmp_path):
+  predictions = tmp_path / 'oxford.csv'
+  predictions.write_text(
+    'path,predicted,prob_dog,logit\n'
+    '/d/cats/Bengal_1.jpg,cat,0.1,-2\n'
+    '/d/cats/Bengal_2.jpg,dog,0.9,2\n'
+    '/d/cats/Sphynx_1.jpg,cat,0.2,-1\n'
+    '/d/dogs/beagle_1.jpg,dog,0.8,1\n'
+  )
+  (result,) = run_script(
+    'oxford_breeds.py', f'--predictions={predictions}', tiny=False
+  )
+  assert result['breeds'] == {
+    'Bengal': {'class': 'cat', 'photos': 2, 'accuracy': 0.5},
+    'Sphynx': {'class': 'cat', 'photos': 1, 'accuracy': 1.0},
+    'beagle': {'class': 'dog', 'photos': 1, 'accuracy': 1.0},
+  }
+  assert result['mean_over_breeds'] == {'cat': 0.75, 'dog': 1.0}
