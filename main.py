@@ -50,11 +50,7 @@ def main(argv):
     status = distributed.supervise()  # None in the supervised child.
     if status is not None:
       sys.exit(status)
-  cli.keep_own_info_logs()
-  logging.info(allocator.describe())
-  if cache := cli.use_compilation_cache():
-    logging.info('Compiled programs kept in %s (%s=off turns it off).',
-                 cache, cli.COMPILATION_CACHE_ENV)  # fmt: skip
+  cli.start_process()
   distributed.initialize(
     FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
   )

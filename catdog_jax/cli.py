@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from catdog_jax import allocator
 from catdog_jax import fileio
 from catdog_jax import probe
 from catdog_jax import train
@@ -116,6 +117,16 @@ def use_compilation_cache(environ=os.environ) -> str | None:
   folder = os.path.join(fileio.user_cache_dir(), 'xla')
   jax.config.update('jax_compilation_cache_dir', folder)
   return folder
+
+
+def start_process() -> None:
+  """What every mode does first: this project's log lines only, then which
+  allocator runs and where compiled programs are kept."""
+  keep_own_info_logs()
+  logging.info(allocator.describe())
+  if cache := use_compilation_cache():
+    logging.info('Compiled programs kept in %s (%s=off turns it off).',
+                 cache, COMPILATION_CACHE_ENV)  # fmt: skip
 
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
