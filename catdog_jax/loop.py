@@ -1,6 +1,6 @@
-"""Host-side helpers of the training loop: progress lines or a bar, the ETA,
-the divergence check, the first steps' timing, and the signals that stop a
-run cleanly.
+"""Host-side helpers of the training loop: its length, progress lines or a
+bar, the ETA, the divergence check, the first steps' timing, and the
+signals that stop a run cleanly.
 
 None of them touches the model; `train.train_and_evaluate` drives them.
 """
@@ -19,6 +19,13 @@ from absl import logging
 
 from catdog_jax import text
 from catdog_jax.errors import DivergenceError
+
+
+def num_train_steps(config, num_train: int) -> int:
+  """`config.num_train_steps` if set, else `num_epochs` over the train split."""
+  if config.num_train_steps is not None:
+    return config.num_train_steps
+  return max(1, config.num_epochs * num_train // config.batch_size)
 
 
 def first_nonfinite(step_metrics: list[dict], first_step: int):

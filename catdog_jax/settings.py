@@ -115,13 +115,6 @@ def check_progressive_sizes(config: ml_collections.ConfigDict) -> None:
       )
 
 
-def num_train_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-  """`config.num_train_steps` if set, else `num_epochs` over the train split."""
-  if config.num_train_steps is not None:
-    return config.num_train_steps
-  return max(1, config.num_epochs * num_train // config.batch_size)
-
-
 def warmup_warning(config: ml_collections.ConfigDict, num_steps: int):
   """A warning when the run ends inside its learning-rate warm-up (it never
   trains at optimizer.learning_rate), else None."""

@@ -293,7 +293,7 @@ def train_and_evaluate(
 def train(run: run_lib.Run):
   """train_and_evaluate's work, in an open run."""
   config = run.config
-  total_steps = settings.num_train_steps(config, len(run.splits['train']))
+  total_steps = loop.num_train_steps(config, len(run.splits['train']))
   if warning := settings.warmup_warning(config, total_steps):
     logging.warning(warning)
 

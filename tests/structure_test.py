@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = 'catdog_jax'
 # The root modules every family may use.
 SHARED = {'errors', 'classes', 'fileio', 'workdir'}
-TRAINERS = {'train', 'probe', 'run'}
+TRAINERS = {'train', 'probe', 'run', 'settings'}
 
 
 def module_names(package: str) -> dict[str, str]:

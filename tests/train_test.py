@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from catdog_jax import loop
 from catdog_jax import losses
 from catdog_jax import optimizer
 from catdog_jax import settings
@@ -165,9 +166,9 @@ def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
 def test_num_train_steps_from_epochs():
   config = helpers.tiny_config('/data', num_train_steps=None)
   config.num_epochs = 3
-  assert settings.num_train_steps(config, num_train=100) == 3 * 100 // 8
+  assert loop.num_train_steps(config, num_train=100) == 3 * 100 // 8
   config.num_train_steps = 7
-  assert settings.num_train_steps(config, num_train=100) == 7
+  assert loop.num_train_steps(config, num_train=100) == 7
 
 
 def read_json(workdir, name):

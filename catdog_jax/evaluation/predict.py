@@ -16,9 +16,9 @@ from absl import logging
 
 from catdog_jax import checkpointing
 from catdog_jax import fileio
+from catdog_jax import loop
 from catdog_jax import mesh
 from catdog_jax import metric_writers
-from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax import text
 from catdog_jax import workdir as workdir_lib
@@ -105,7 +105,7 @@ def no_checkpoint_yet(workdir: str, config) -> str:
   total = ''
   if os.path.exists(report_path):
     num_train = sum(fileio.read_json(report_path)['splits']['train'].values())
-    total = f' of {settings.num_train_steps(config, num_train)}'
+    total = f' of {loop.num_train_steps(config, num_train)}'
   return (
     f'{workdir!r} has no checkpoint yet: its run is at step '
     f'{records[-1]["step"]}{total}, and its first checkpoint comes at step '
