@@ -42,6 +42,19 @@ def test_summary_matches_the_seed_table():
   assert '131072' in table and '16,880,961' in table
 
 
+def test_summary_lists_each_layer_of_a_frozen_backbone_once():
+  # Its frozen BatchNorm calls its parent's __call__: intercepted twice.
+  from configs import finetune_resnet50
+
+  rows = summary.summarize(
+    models.create_model(finetune_resnet50.get_config().model), 64
+  )
+  names = [row[0] for row in rows]
+  assert len(names) == len(set(names))
+  assert names.count('bn1') == 1
+  assert sum(row[3] for row in rows) == 23_510_081
+
+
 @pytest.mark.parametrize('size, flat', [(96, 12 * 12 * 128), (64, 8192)])
 def test_flatten_width_follows_image_size(size, flat):
   rows = summary.summarize(seed_model(), size)
