@@ -121,6 +121,7 @@ def tear(checkpoint_dir):
       open(os.path.join(folder, name), 'w').close()
 
 
+@pytest.mark.slow  # Trains for real.
 def test_torn_newest_checkpoint_is_moved_aside(
   flat_dataset, tmp_path, straight_log_loss
 ):
@@ -140,6 +141,7 @@ def test_torn_newest_checkpoint_is_moved_aside(
   )
 
 
+@pytest.mark.slow  # Trains for real.
 def test_no_restorable_checkpoint_stops_the_run(flat_dataset, tmp_path):
   config = helpers.tiny_config(flat_dataset, num_train_steps=20)
   train.train_and_evaluate(config, str(tmp_path))

@@ -49,7 +49,17 @@ def batch_shapes(with_mask: bool) -> dict:
   return shapes
 
 
-@pytest.mark.parametrize('name', configs_test.CONFIGS)
+# The pretrained backbones' graphs take seconds each to lower: slow tier.
+BACKBONES = ('finetune_resnet50', 'finetune_vit', 'probe_resnet50')
+
+
+@pytest.mark.parametrize(
+  'name',
+  [
+    pytest.param(name, marks=pytest.mark.slow) if name in BACKBONES else name
+    for name in configs_test.CONFIGS
+  ],
+)
 def test_steps_lower_for_gpu_and_tpu(name):
   config = small_config(name)
   data_sharding, replicated = mesh.create_shardings()

@@ -201,6 +201,7 @@ def test_train_and_evaluate_writes_the_workdir(trained_run):
   assert '| true \\ predicted | cat | dog |' in report
 
 
+@pytest.mark.slow  # Trains for real.
 def test_resumed_run_ends_like_a_straight_run(
   flat_dataset, tmp_path, straight_log_loss
 ):

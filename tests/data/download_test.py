@@ -162,6 +162,7 @@ def test_default_download_dir_follows_the_environment(monkeypatch, tmp_path):
   assert download.default_download_dir() == str(tmp_path / 'cache/catdog_jax')
 
 
+@pytest.mark.slow  # Trains for real.
 def test_first_run_downloads_trains_and_a_second_downloads_nothing(
   tmp_path, capsys
 ):
