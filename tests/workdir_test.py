@@ -153,7 +153,7 @@ def test_a_workdir_written_before_the_restructure_predicts_resumes_reports(
     [got[name] for name in expected], list(expected.values()), atol=1e-5
   )
   # Relaunched with today's spelling of its settings, it resumes from step
-  # 10 and ends exactly as the old code's uninterrupted run did.
+  # 10 and ends as the old code's uninterrupted run did.
   config = helpers.tiny_recipe_config(
     data,
     num_train_steps=20,
@@ -167,7 +167,10 @@ def test_a_workdir_written_before_the_restructure_predicts_resumes_reports(
   straight = fileio.read_json(
     os.path.join(TESTDATA, 'old_code_straight_eval_test.json')
   )
-  assert test['log_loss'] == pytest.approx(straight['log_loss'], rel=1e-5)
+  # Recorded on an AVX-512 Xeon; another CPU sums in another order and ten
+  # training steps carry that to ~1e-4 (8e-5 on an AMD EPYC without
+  # AVX-512). Same-machine exactness is train_test's resume test.
+  assert test['log_loss'] == pytest.approx(straight['log_loss'], rel=1e-3)
   assert predict.regenerate_report(run_dir).endswith(workdir.REPORT)
 
 
