@@ -182,7 +182,6 @@ def probe(run: run_lib.Run):
     )
     for split in ('val', 'test')
   }
-  val_metrics = predictions['val'].metrics()
   step = 1
   manager = checkpointing.create_checkpoint_manager(
     run.workdir, config.checkpoints_to_keep
@@ -190,8 +189,12 @@ def probe(run: run_lib.Run):
   manager.save(
     step,
     args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-    metrics={checkpointing.BEST_METRIC: val_metrics['accuracy']},
+    metrics={
+      checkpointing.BEST_METRIC: predictions['val'].metrics()['accuracy']
+    },
   )
   manager.wait_until_finished()
-  run_lib.finish_run(run, state, step, 0, val_metrics, predictions['test'])
+  run_lib.finish_run(
+    run, state, step, 0, predictions['val'], predictions['test']
+  )
   return state

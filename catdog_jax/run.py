@@ -23,6 +23,7 @@ from catdog_jax import workdir as workdir_lib
 from catdog_jax.data import dataset
 from catdog_jax.data.dataset import Example
 from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import calibration
 from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import report
 from catdog_jax.models import pretrained
@@ -151,21 +152,39 @@ def run_record(run: Run, start_step: int) -> dict:
   }
 
 
+def calibrate(run: Run, val, step: int, test):
+  """Fits the temperature of checkpoint `step` on `val` and writes it;
+  returns `test` calibrated (None stays None)."""
+  record = calibration.fit_record(val.labels, val.logits, step)
+  run.write_json(workdir_lib.CALIBRATION, record)
+  before, after = record['validation_before'], record['validation_after']
+  logging.info(
+    'Temperature %.3f fitted on validation: log-loss %.4f -> %.4f, '
+    'calibration error %.4f -> %.4f.',
+    record['temperature'], before['log_loss'], after['log_loss'],
+    before['calibration_error'], after['calibration_error'],
+  )  # fmt: skip
+  return test and test.scaled(record['temperature'])
+
+
 def finish_run(
   run: Run,
   state,
   step: int,
   start_step: int,
-  val_metrics: dict | None,
+  val: evaluate.Predictions | None,
   test: evaluate.Predictions | None,
 ) -> None:
   """Writes the final figures of the model after `step`, the run record,
   and with a test split its predictions and the report (first process
-  only)."""
+  only). With eval.temperature_scaling, the temperature is fitted on `val`
+  first and the test split's figures are of the calibrated model."""
   if not run.is_chief:
     return
-  if val_metrics is not None:
-    run.write_json(workdir_lib.EVAL_VAL, val_metrics)
+  if val is not None:
+    run.write_json(workdir_lib.EVAL_VAL, val.metrics())
+    if run.config.eval.temperature_scaling:
+      test = calibrate(run, val, step, test)
   run.write_json(workdir_lib.RUN, run_record(run, start_step))
   if test is None:
     return

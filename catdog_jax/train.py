@@ -236,13 +236,25 @@ def create_eta(run: run_lib.Run, sizes: list[int]) -> loop.Eta:
   )
 
 
+def recalibration_sample(examples, count: int, seed: int):
+  """`count` examples spread over the split, in a shuffled order.
+
+  Shuffled because spread keeps the index's order (kaggle200's: cats, then
+  dogs) and the running averages weight the last batches most: in that
+  order they ended as statistics of dogs alone.
+  """
+  sample = dataset.spread(examples, count)
+  order = np.random.default_rng(seed).permutation(len(sample))
+  return [sample[i] for i in order]
+
+
 def recalibrate_batch_norm(state, examples, source, config):
   """evaluate.recalibrate_batch_norm on eval.recalibrate_bn_batches batches
-  of training `examples` spread over the split, un-augmented, at
+  of training `examples` (`recalibration_sample`), un-augmented, at
   data.image_size, the evaluation size."""
   count = config.eval.recalibrate_bn_batches * config.batch_size
   images = input_pipeline.load_all(
-    dataset.spread(examples, count), source, config.data
+    recalibration_sample(examples, count, config.seed), source, config.data
   )['image']
   _, replicated = mesh.create_shardings()
   state = evaluate.recalibrate_batch_norm(
@@ -337,7 +349,7 @@ def train(run: run_lib.Run):
   logging.info('About %s for this launch; a progress line every %d steps.',
                text.duration(eta.seconds_left(start_step)),
                config.log_every_steps)  # fmt: skip
-  val_metrics = log_due = None
+  val = log_due = None
   with (
     loop.StopSignal() as stop,
     loop.terminal_bar(total_steps, start_step) as bar,
@@ -368,15 +380,15 @@ def train(run: run_lib.Run):
         if not (is_eval or is_checkpoint):
           continue
         train_log.check_and_write(step)
-        log_due = val_metrics = None
+        log_due = val = None
         if is_eval and run.splits['val']:
-          val_metrics, _ = evaluate_split(
+          val_metrics, val = evaluate_split(
             run, eval_fn, state, 'val', (data_sharding, writer, eta), step
           )
         if stop.requested:
           stop.announce(step)
         if is_checkpoint:
-          best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
+          best = val and {'val_accuracy': val_metrics['accuracy']}
           checkpointing.save(manager, step, state, train_iter, best)
         if stop.requested:
           logging.warning('Stopped at step %d; relaunch to resume.', step)
@@ -394,6 +406,6 @@ def train(run: run_lib.Run):
         run, eval_fn, state, 'test', (data_sharding, writer, eta), total_steps
       )
     writer.flush()  # The report plots metrics.jsonl.
-    run_lib.finish_run(run, state, total_steps, start_step, val_metrics, test)
+    run_lib.finish_run(run, state, total_steps, start_step, val, test)
   writer.close()
   return state

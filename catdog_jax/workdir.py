@@ -31,6 +31,8 @@ PREDICTIONS = 'predictions.csv'  # --mode=predict's default output.
 LOCK = 'run.lock'  # Held by the run training here (train, probe).
 EVAL_FOLDER = 'eval_folder.json'  # --mode=eval's default output.
 EXPORT = 'export'  # --mode=export's default folder.
+# Temperature fitted on validation (eval.temperature_scaling; train, probe).
+CALIBRATION = 'calibration.json'
 
 
 def path(workdir: str, name: str) -> str:
@@ -60,6 +62,7 @@ ADDED_FIELDS = {
   'eval.flip': False,
   'eval.translate': 0,
   'eval.recalibrate_bn_batches': 0,
+  'eval.temperature_scaling': False,
   'probe.enabled': False,
   'probe.steps': 1000,
   'probe.learning_rate': 0.01,

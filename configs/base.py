@@ -139,6 +139,10 @@ def get_config() -> ml_collections.ConfigDict:
   # data.image_size over this many batches of training images, un-augmented
   # (FixRes). 0: keep those of training.
   config.eval.recalibrate_bn_batches = 0
+  # Fit a temperature on the final validation predictions and divide every
+  # later logit by it (test, predict, eval, export, serve): probabilities
+  # that mean what they say; no decision changes (evaluation/calibration.py).
+  config.eval.temperature_scaling = False
 
   # Linear probe (catdog_jax/probe.py): no training steps; the frozen
   # pretrained backbone's features, computed once, and a logistic-regression

@@ -51,6 +51,7 @@ SWITCHES_OFF = {
   'optimizer.freeze': '',
   'probe.enabled': False,
   'eval.recalibrate_bn_batches': 0,
+  'eval.temperature_scaling': False,
 }
 # Optional settings, not switches: None means "not given".
 OPTIONAL = {

@@ -47,6 +47,17 @@ def test_only_the_resnet_stem_can_be_whitened(flat_dataset):
 
 
 @pytest.mark.slow  # Trains the recipe three times.
+def test_every_recalibration_batch_holds_both_classes():
+  # An index sorted by class, as kaggle200's is.
+  examples = [dataset.Example(f'{i}', int(i >= 500), '') for i in range(1000)]
+  sample = train.recalibration_sample(examples, 20 * 8, seed=0)
+  assert sorted(e.key for e in sample) == sorted(
+    e.key for e in dataset.spread(examples, 160)
+  )
+  for start in range(0, len(sample), 8):
+    assert {e.label for e in sample[start : start + 8]} == {0, 1}
+
+
 def test_the_speed_switches_are_deterministic_and_survive_a_resume(
   flat_dataset, tmp_path
 ):
@@ -84,10 +95,14 @@ def test_the_speed_switches_are_deterministic_and_survive_a_resume(
   plain = train.train_and_evaluate(plain_config, tmp_path / 'plain')
   jax.tree.map(np.testing.assert_array_equal, plain.params, state.params)
   _, replicated = mesh.create_shardings()
-  # 16 images spread evenly over the training split.
-  spread = np.linspace(0, len(splits['train']), 16, endpoint=False)
+  # 16 images spread evenly over the training split, shuffled.
+  recalibration = input_pipeline.load_all(
+    train.recalibration_sample(splits['train'], 16, config.seed),
+    source,
+    config.data,
+  )
   recalibrated = evaluate.recalibrate_batch_norm(
-    plain, sample['image'][spread.astype(int)], config.batch_size, replicated
+    plain, recalibration['image'], config.batch_size, replicated
   )
   jax.tree.map(np.testing.assert_array_equal, recalibrated.batch_stats,
                state.batch_stats)  # fmt: skip

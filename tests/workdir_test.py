@@ -77,6 +77,7 @@ def test_an_older_config_gets_the_fields_added_since_and_keeps_its_model():
     'flip': False,
     'translate': 0,
     'recalibrate_bn_batches': 0,
+    'temperature_scaling': False,
   }
 
 
@@ -95,6 +96,7 @@ def test_renamed_fields_move_to_their_groups():
     'flip': True,
     'translate': 3,
     'recalibrate_bn_batches': 2,
+    'temperature_scaling': False,
   }
   assert upgraded['optimizer']['freeze'] == '^a'
   assert upgraded['probe']['enabled'] is True

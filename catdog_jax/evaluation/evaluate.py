@@ -52,8 +52,16 @@ def shift_images(images, pixels: int):
   return padded[:, top : top + height, top : top + width]
 
 
-def tta_logits(apply_fn, variables, images_bhwc, flip: bool, translate: int):
-  """Dog logits of preprocessed images, with test-time augmentation.
+def tta_logits(
+  apply_fn,
+  variables,
+  images_bhwc,
+  flip: bool,
+  translate: int,
+  temperature: float = 1.0,
+):
+  """Dog logits of preprocessed images, with test-time augmentation, divided
+  by `temperature` (calibration.py; 1.0 in training's evaluations).
 
   With `flip`, the logit is the mean over the image and its mirror image;
   with `translate`, half the weight goes to the image and a quarter to each
@@ -73,10 +81,12 @@ def tta_logits(apply_fn, variables, images_bhwc, flip: bool, translate: int):
       shift_images(images_bhwc, -translate)
     )
     logits = logits / 2 + shifted / 4
-  return logits
+  return logits / temperature
 
 
-def eval_step(state, batch, *, flip: bool = False, translate: int = 0):
+def eval_step(
+  state, batch, *, flip: bool = False, translate: int = 0, temperature=1.0
+):
   """Logits of a padded batch (`tta_logits`), with its labels and mask
   passed through."""
   logits = tta_logits(
@@ -85,17 +95,24 @@ def eval_step(state, batch, *, flip: bool = False, translate: int = 0):
     preprocess(batch['image']),
     flip,
     translate,
+    temperature,
   )
   return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
 
 
 def compile_eval_step(
-  config: ml_collections.ConfigDict, data_sharding, replicated
+  config: ml_collections.ConfigDict,
+  data_sharding,
+  replicated,
+  temperature: float = 1.0,
 ):
   """eval_step jitted with the batch sharded, test-time augmentation per
-  config.eval."""
+  config.eval, the logits divided by `temperature`."""
   step = functools.partial(
-    eval_step, flip=config.eval.flip, translate=config.eval.translate
+    eval_step,
+    flip=config.eval.flip,
+    translate=config.eval.translate,
+    temperature=temperature,
   )
   return jax.jit(
     step,
@@ -168,6 +185,10 @@ class Predictions:
   def report(self) -> str:
     """scikit-learn's per-class classification report."""
     return metrics_lib.classification_report(self.labels, self.logits)
+
+  def scaled(self, temperature: float) -> 'Predictions':
+    """The same predictions with their logits divided by `temperature`."""
+    return dataclasses.replace(self, logits=self.logits / temperature)
 
 
 def evaluate(

@@ -25,6 +25,7 @@ from catdog_jax import workdir as workdir_lib
 from catdog_jax.data import dataset
 from catdog_jax.data import sources
 from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import calibration
 from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import metrics as metrics_lib
 from catdog_jax.evaluation import report
@@ -70,7 +71,8 @@ def find_images(patterns: str | Sequence[str]) -> list[str]:
 
 
 class Predictor:
-  """A restored model and its compiled evaluation step."""
+  """A restored model and its compiled evaluation step, its logits divided
+  by the checkpoint's fitted temperature (1.0 where none was fitted)."""
 
   def __init__(self, workdir: str, step: int | None = None):
     """Restores checkpoint `step` of `workdir`, else its best, else newest."""
@@ -81,8 +83,9 @@ class Predictor:
     self.state, self.step = checkpointing.restore_for_inference(
       workdir, state_lib.abstract_state(self.config, replicated), step
     )
+    self.temperature = calibration.read_temperature(workdir, self.step)
     self.eval_fn = evaluate.compile_eval_step(
-      self.config, self._data_sharding, replicated
+      self.config, self._data_sharding, replicated, self.temperature
     )
 
   def predict(self, examples, source) -> evaluate.Predictions:

@@ -5,7 +5,8 @@
   model.jax    the best checkpoint's inference function, serialized with
                `jax.export`: uint8 RGB images [batch, size, size, 3] in
                (any batch), p(dog) [batch] out; the weights, the scaling
-               to [0, 1] and the test-time augmentation folded in. Lowered
+               to [0, 1], the test-time augmentation and the fitted
+               temperature (calibration.py) folded in. Lowered
                for CPU, CUDA and TPU.
   model.json   what a user of it needs: the classes and decision rule, the
                input size, the checkpoint step, its measured figures, the
@@ -60,8 +61,9 @@ def weights_sha256(variables) -> str:
   return digest.hexdigest()
 
 
-def inference_fn(config, variables):
-  """uint8 images [B, S, S, 3] -> p(dog) [B], as evaluation computes it."""
+def inference_fn(config, variables, temperature: float = 1.0):
+  """uint8 images [B, S, S, 3] -> p(dog) [B], as evaluation computes it,
+  the logits divided by `temperature` (the checkpoint's fitted one)."""
   model = models.create_model(
     config.model, jnp.dtype(config.dtype), config.optimizer.freeze
   )
@@ -73,6 +75,7 @@ def inference_fn(config, variables):
       evaluate.preprocess(images),
       config.eval.flip,
       config.eval.translate,
+      temperature,
     )
     return jax.nn.sigmoid(logits)
 
@@ -128,7 +131,8 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
   )
   try:
     exported = jax.export.export(
-      jax.jit(inference_fn(config, variables)), platforms=PLATFORMS
+      jax.jit(inference_fn(config, variables, predictor.temperature)),
+      platforms=PLATFORMS,
     )(images)
   except Exception as e:  # noqa: BLE001 - lowering fails in many ways.
     first = str(e).strip().splitlines()[0] if str(e).strip() else ''
@@ -154,6 +158,8 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
       'decision': 'dog when p(dog) >= 0.5, else cat',
       'model': config.model.name,
       'checkpoint_step': predictor.step,
+      # Folded into model.jax (calibration.json); 1.0: none fitted.
+      'temperature': predictor.temperature,
       'measured': measured(workdir, predictor.step),
       'weights_sha256': weights_sha256(variables),
       'platforms': list(PLATFORMS),
