@@ -127,7 +127,7 @@ def test_device_measurement_prints_rows_to_paste(flat_dataset):
 
 
 def test_eval_sizes_evaluates_each_size_as_trained_and_recalibrated(
-  flat_dataset, tmp_path
+  flat_dataset, folder_dataset, tmp_path
 ):
   config = helpers.tiny_recipe_config(
     flat_dataset, num_train_steps=10, ema_decay=0.0
@@ -135,7 +135,8 @@ def test_eval_sizes_evaluates_each_size_as_trained_and_recalibrated(
   train.train_and_evaluate(config, tmp_path)
   rows = subprocess.run(
     [sys.executable, 'benchmarks/eval_sizes.py', f'--workdir={tmp_path}',
-     '--sizes=32,40', '--recalibrate_bn_batches=2'],
+     '--sizes=32,40', '--recalibrate_bn_batches=2', '--splits=test',
+     f'--images={folder_dataset}'],
     cwd=REPO, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert rows.returncode == 0, rows.stderr[-3000:]
@@ -144,10 +145,19 @@ def test_eval_sizes_evaluates_each_size_as_trained_and_recalibrated(
     (32, 'as_trained'), (32, 'recalibrated'),
     (40, 'as_trained'), (40, 'recalibrated'),
   ]  # fmt: skip
-  # At the training size, as trained, it is the run's own validation.
-  with open(tmp_path / 'eval_val.json') as f:
-    assert rows[0]['val_log_loss'] == pytest.approx(json.load(f)['log_loss'])
-  assert rows[1]['val_log_loss'] != rows[0]['val_log_loss']
+  # At the training size, as trained, it is the run's own validation and test.
+  for split in ('val', 'test'):
+    with open(tmp_path / f'eval_{split}.json') as f:
+      assert rows[0][split]['log_loss'] == pytest.approx(
+        json.load(f)['log_loss']
+      )
+  assert rows[1]['val']['log_loss'] != rows[0]['val']['log_loss']
+  for row in rows:
+    # The temperature is fitted on validation: its log-loss can only fall.
+    val = row['val']
+    assert val['calibrated_log_loss'] <= val['log_loss'] + 1e-9
+    assert row['images']['accuracy'] > 0.0
+    assert set(row['images']['recall_per_class']) == {'cat', 'dog'}
 
 
 def test_eta_accuracy_sets_each_eta_against_the_time_left(
