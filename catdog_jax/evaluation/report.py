@@ -88,6 +88,19 @@ def run_lines(run: dict, step: int, val_accuracy: dict, best: int | None):
   return lines
 
 
+def calibration_line(record: dict) -> str:
+  """What the temperature of calibration.json does, in one line."""
+  before, after = record['validation_before'], record['validation_after']
+  return (
+    f'- Logits of step {record["step"]} divided by the temperature '
+    f'{record["temperature"]:.3f} fitted on {record["fitted_on"]}: its '
+    f'log-loss {before["log_loss"]:.4f} -> {after["log_loss"]:.4f}, '
+    f'calibration error {before["calibration_error"]:.4f} -> '
+    f'{after["calibration_error"]:.4f} (in-sample); the test figures are '
+    'calibrated.'
+  )
+
+
 def render_report(
   test_metrics,
   classification_report,
@@ -325,6 +338,9 @@ def write_run_report(workdir, config, state, source, step) -> str:
     )
   if config.optimizer.freeze:
     run_section.append(f'- Frozen parameters: `{config.optimizer.freeze}`.')
+  calibration_path = workdir_lib.path(workdir, workdir_lib.CALIBRATION)
+  if os.path.exists(calibration_path):
+    run_section.append(calibration_line(fileio.read_json(calibration_path)))
   text = render_report(
     fileio.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
     metrics_lib.classification_report(labels, logits),

@@ -93,6 +93,8 @@ def test_a_calibrated_run_reports_its_test_split_calibrated(
   assert test['log_loss'] == pytest.approx(
     metrics.log_loss(labels, plain_logits / fit['temperature']), rel=1e-5
   )
+  with open(os.path.join(calibrated_workdir, 'report.md')) as f:
+    assert f'temperature {fit["temperature"]:.3f} fitted on' in f.read()
   # Validation's figures are those measured; the fit's are beside them.
   val = read(calibrated_workdir, workdir_lib.EVAL_VAL)
   assert val['log_loss'] == pytest.approx(fit['validation_before']['log_loss'])
