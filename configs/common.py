@@ -69,7 +69,8 @@ def apply_cpu_recipe(
 ) -> None:
   """The CPU configs' recipe: the half-width ResNet-10 with a whitened,
   pooled stem, trained at 96 to 160 px and evaluated at 160, its convs in
-  bfloat16 through oneDNN where the CPU runs them in hardware."""
+  bfloat16 through oneDNN where the CPU runs them in hardware, its
+  probabilities calibrated by a temperature fitted on validation."""
   apply_recipe(
     config,
     crop_min_area=0.8,
@@ -87,6 +88,7 @@ def apply_cpu_recipe(
     (1, 1, 1, 1), (32, 64, 128, 256), stem_pool=True, whiten_stem=True
   )
   config.eval.translate = eval_translate
+  config.eval.temperature_scaling = True
   config.cpu_convolutions = 'auto'
 
 

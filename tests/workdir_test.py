@@ -34,6 +34,13 @@ def test_logging_and_length_may_change():
   assert workdir.config_changes(saved, new) == []
 
 
+def test_a_run_of_an_earlier_cpu_config_resumes_with_calibration_on():
+  # Its config.json lacks the field (off); today's CPU configs turn it on.
+  saved, new = saved_and_new(eval__temperature_scaling=True)
+  del saved['eval']['temperature_scaling']
+  assert workdir.config_changes(saved, new) == []
+
+
 def test_shape_or_meaning_may_not():
   saved, new = saved_and_new(
     data__image_size=24, model__conv_features=(4, 16), seed=3
