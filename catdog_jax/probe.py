@@ -183,6 +183,7 @@ def probe(run: run_lib.Run):
     for split in ('val', 'test')
   }
   step = 1
+  run_lib.record_temperature(run, step, predictions['val'])
   manager = checkpointing.create_checkpoint_manager(
     run.workdir, config.checkpoints_to_keep
   )

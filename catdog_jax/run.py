@@ -152,19 +152,21 @@ def run_record(run: Run, start_step: int) -> dict:
   }
 
 
-def calibrate(run: Run, val, step: int, test):
-  """Fits the temperature of checkpoint `step` on `val` and writes it;
-  returns `test` calibrated (None stays None)."""
-  record = calibration.fit_record(val.labels, val.logits, step)
-  run.write_json(workdir_lib.CALIBRATION, record)
-  before, after = record['validation_before'], record['validation_after']
+def record_temperature(run: Run, step: int, val) -> None:
+  """With eval.temperature_scaling, fits checkpoint `step`'s temperature on
+  its validation predictions `val` and adds it to calibration.json (first
+  process only; before the checkpoint is saved, so none lacks its fit)."""
+  if not (run.config.eval.temperature_scaling and run.is_chief):
+    return
+  fit = calibration.fit_record(val.labels, val.logits)
+  calibration.add_fit(run.workdir, step, fit)
+  before, after = fit['validation_before'], fit['validation_after']
   logging.info(
     'Temperature %.3f fitted on validation: log-loss %.4f -> %.4f, '
     'calibration error %.4f -> %.4f.',
-    record['temperature'], before['log_loss'], after['log_loss'],
+    fit['temperature'], before['log_loss'], after['log_loss'],
     before['calibration_error'], after['calibration_error'],
   )  # fmt: skip
-  return test and test.scaled(record['temperature'])
 
 
 def finish_run(
@@ -177,17 +179,18 @@ def finish_run(
 ) -> None:
   """Writes the final figures of the model after `step`, the run record,
   and with a test split its predictions and the report (first process
-  only). With eval.temperature_scaling, the temperature is fitted on `val`
-  first and the test split's figures are of the calibrated model."""
+  only). With eval.temperature_scaling the test split's figures are of
+  the model calibrated by step `step`'s temperature (`record_temperature`).
+  """
   if not run.is_chief:
     return
   if val is not None:
     run.write_json(workdir_lib.EVAL_VAL, val.metrics())
-    if run.config.eval.temperature_scaling:
-      test = calibrate(run, val, step, test)
   run.write_json(workdir_lib.RUN, run_record(run, start_step))
   if test is None:
     return
+  if run.config.eval.temperature_scaling:
+    test = test.scaled(calibration.read_temperature(run.workdir, step))
   run.write_json(workdir_lib.EVAL_TEST, test.metrics() | {'step': step})
   report.write_predictions(run.workdir, test)
   path = report.write_run_report(

@@ -388,6 +388,8 @@ def train(run: run_lib.Run):
         if stop.requested:
           stop.announce(step)
         if is_checkpoint:
+          if val:
+            run_lib.record_temperature(run, step, val)
           best = val and {'val_accuracy': val_metrics['accuracy']}
           checkpointing.save(manager, step, state, train_iter, best)
         if stop.requested:

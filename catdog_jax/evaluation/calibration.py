@@ -4,10 +4,11 @@ so that sigmoid(logit / T) is as likely as possible there.
 T leaves every decision as it was (the sign of the logit) and moves only the
 probabilities: below 1 it sharpens an under-confident model (label smoothing
 trains one), above 1 it softens an over-confident one. A run with
-eval.temperature_scaling fits T on its final validation predictions and
-writes it, with the checkpoint step it belongs to, to WORKDIR/calibration.json;
-everything that restores that checkpoint (the test split's figures, predict,
-eval, export, the page) divides its logits by T.
+eval.temperature_scaling fits a T for each checkpoint it saves, on that
+step's validation predictions, and keeps them by step in
+WORKDIR/calibration.json; everything that restores a checkpoint (predict,
+eval, export, the page) divides its logits by that checkpoint's T, and the
+test split's figures are divided by the last step's.
 """
 
 import os
@@ -39,11 +40,10 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
   return float(1 / result.x)
 
 
-def fit_record(labels: np.ndarray, logits: np.ndarray, step: int) -> dict:
-  """calibration.json's content: T for checkpoint `step`, and validation's
-  log-loss and calibration error before and after (the latter in-sample)."""
+def fit_record(labels: np.ndarray, logits: np.ndarray) -> dict:
+  """A checkpoint's entry in calibration.json: T, and validation's log-loss
+  and calibration error before and after (the latter in-sample)."""
   temperature = fit_temperature(labels, logits)
-  scaled = logits / temperature
 
   def figures(x):
     return {
@@ -52,26 +52,41 @@ def fit_record(labels: np.ndarray, logits: np.ndarray, step: int) -> dict:
     }
 
   return {
-    'step': step,
     'temperature': temperature,
     'fitted_on': f'validation ({len(labels)} images)',
     'validation_before': figures(logits),
-    'validation_after': figures(scaled),
+    'validation_after': figures(logits / temperature),
   }
+
+
+def read_fits(workdir: str) -> dict[int, dict]:
+  """calibration.json: fit_record's entries by checkpoint step ({} if none)."""
+  path = workdir_lib.path(workdir, workdir_lib.CALIBRATION)
+  if not os.path.exists(path):
+    return {}
+  return {int(step): fit for step, fit in fileio.read_json(path).items()}
+
+
+def add_fit(workdir: str, step: int, fit: dict) -> None:
+  """Adds (or replaces, on a resumed run) checkpoint `step`'s entry."""
+  fits = read_fits(workdir) | {step: fit}
+  fileio.write_json(
+    workdir_lib.path(workdir, workdir_lib.CALIBRATION),
+    {str(s): fits[s] for s in sorted(fits)},
+  )
 
 
 def read_temperature(workdir: str, step: int) -> float:
   """T fitted for checkpoint `step` of `workdir`; 1.0 (logits as they are)
-  when none was, with a log line when one was fitted for another step."""
-  path = workdir_lib.path(workdir, workdir_lib.CALIBRATION)
-  if not os.path.exists(path):
-    return 1.0
-  record = fileio.read_json(path)
-  if record['step'] != step:
+  when none was, with a warning when others were."""
+  fits = read_fits(workdir)
+  if step in fits:
+    return float(fits[step]['temperature'])
+  if fits:
     logging.warning(
-      'calibration.json was fitted for step %d; step %d is used uncalibrated.',
-      record['step'],
+      'calibration.json has no temperature for step %d (it has steps %s); '
+      'its logits are used uncalibrated.',
       step,
+      ', '.join(map(str, sorted(fits))),
     )
-    return 1.0
-  return float(record['temperature'])
+  return 1.0

@@ -20,6 +20,7 @@ from catdog_jax import models
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.classes import CLASS_NAMES
 from catdog_jax.data import input_pipeline
+from catdog_jax.evaluation import calibration
 from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import gradcam
 from catdog_jax.evaluation import metrics as metrics_lib
@@ -88,12 +89,12 @@ def run_lines(run: dict, step: int, val_accuracy: dict, best: int | None):
   return lines
 
 
-def calibration_line(record: dict) -> str:
-  """What the temperature of calibration.json does, in one line."""
-  before, after = record['validation_before'], record['validation_after']
+def calibration_line(fit: dict, step: int) -> str:
+  """What step `step`'s temperature (calibration.json) does, in one line."""
+  before, after = fit['validation_before'], fit['validation_after']
   return (
-    f'- Logits of step {record["step"]} divided by the temperature '
-    f'{record["temperature"]:.3f} fitted on {record["fitted_on"]}: its '
+    f'- Logits of step {step} divided by the temperature '
+    f'{fit["temperature"]:.3f} fitted on {fit["fitted_on"]}: its '
     f'log-loss {before["log_loss"]:.4f} -> {after["log_loss"]:.4f}, '
     f'calibration error {before["calibration_error"]:.4f} -> '
     f'{after["calibration_error"]:.4f} (in-sample); the test figures are '
@@ -338,9 +339,8 @@ def write_run_report(workdir, config, state, source, step) -> str:
     )
   if config.optimizer.freeze:
     run_section.append(f'- Frozen parameters: `{config.optimizer.freeze}`.')
-  calibration_path = workdir_lib.path(workdir, workdir_lib.CALIBRATION)
-  if os.path.exists(calibration_path):
-    run_section.append(calibration_line(fileio.read_json(calibration_path)))
+  if fit := calibration.read_fits(workdir).get(step):
+    run_section.append(calibration_line(fit, step))
   text = render_report(
     fileio.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
     metrics_lib.classification_report(labels, logits),

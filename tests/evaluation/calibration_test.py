@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from catdog_jax import fileio
 from catdog_jax import train
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.evaluation import calibration
@@ -38,24 +37,27 @@ def test_the_fit_lowers_validation_log_loss_and_keeps_every_decision():
   # Under-confident, as label smoothing leaves a model: T below 1 sharpens.
   logits = (2 * labels - 1) * rng.uniform(0.2, 1.5, 500)
   logits[:40] *= -1  # Some mistakes.
-  record = calibration.fit_record(labels, logits, step=7)
-  assert record['step'] == 7 and record['temperature'] < 1
+  record = calibration.fit_record(labels, logits)
+  assert record['temperature'] < 1
   before, after = record['validation_before'], record['validation_after']
   assert after['log_loss'] < before['log_loss']
   scaled = logits / record['temperature']
   assert np.array_equal(scaled > 0, logits > 0)
 
 
-def test_a_checkpoint_without_its_fit_is_used_uncalibrated(tmp_path, caplog):
+def test_each_checkpoint_is_divided_by_its_own_fit(tmp_path, caplog):
   workdir = str(tmp_path)
   assert calibration.read_temperature(workdir, 10) == 1.0
-  fileio.write_json(
-    workdir_lib.path(workdir, workdir_lib.CALIBRATION),
-    {'step': 10, 'temperature': 0.6},
-  )
+  calibration.add_fit(workdir, 20, {'temperature': 0.7})
+  calibration.add_fit(workdir, 10, {'temperature': 0.6})
+  calibration.add_fit(workdir, 20, {'temperature': 0.8})  # Resumed.
+  assert calibration.read_fits(workdir) == {
+    10: {'temperature': 0.6},
+    20: {'temperature': 0.8},
+  }
   assert calibration.read_temperature(workdir, 10) == 0.6
-  assert calibration.read_temperature(workdir, 20) == 1.0
-  assert 'fitted for step 10; step 20 is used uncalibrated' in caplog.text
+  assert calibration.read_temperature(workdir, 30) == 1.0
+  assert 'no temperature for step 30 (it has steps 10, 20)' in caplog.text
 
 
 @pytest.fixture(scope='module')
@@ -79,8 +81,10 @@ def read(workdir, name):
 def test_a_calibrated_run_reports_its_test_split_calibrated(
   calibrated_workdir, trained_run
 ):
-  fit = read(calibrated_workdir, workdir_lib.CALIBRATION)
-  assert fit['step'] == 40 and 0 < fit['temperature'] != 1.0
+  fits = calibration.read_fits(calibrated_workdir)
+  assert sorted(fits) == [10, 20, 30, 40]  # One for each checkpoint.
+  fit = fits[40]
+  assert 0 < fit['temperature'] != 1.0
   _, labels, plain_logits = report.read_predictions(trained_run.workdir)
   _, _, calibrated_logits = report.read_predictions(calibrated_workdir)
   # The same run, deterministic on this machine: the logits divided by T.
@@ -105,8 +109,10 @@ def test_predict_eval_and_export_divide_by_the_fitted_temperature(
 ):
   photos = tmp_path_factory.mktemp('photos')
   helpers.write_dataset(photos, 'folders', per_class=4, seed=5)
-  temperature = read(calibrated_workdir, workdir_lib.CALIBRATION)['temperature']
   predictor = predict.Predictor(calibrated_workdir)
+  # The restored checkpoint's own fit (the best by validation accuracy).
+  fits = calibration.read_fits(calibrated_workdir)
+  temperature = fits[predictor.step]['temperature']
   assert predictor.temperature == temperature
   rows, _ = predict.predict(calibrated_workdir, str(photos))
   paths = [row['path'] for row in rows]
