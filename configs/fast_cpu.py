@@ -10,7 +10,8 @@ flips and shifted copies.
 Measured 2026-12-03, 2-core AMD EPYC VM without AVX-512 (XLA's float32
 convolutions), kaggle200, seeds 0 / 1: 33 min 50 s / 33 min 17 s for the
 whole command; test accuracy 0.9573 / 0.9613; oxford-pets-sample 0.887 /
-0.918.
+0.918. The temperature fitted on validation (added since) takes their test
+log-loss from 0.143 / 0.137 to 0.111 / 0.103.
 """
 
 import ml_collections
