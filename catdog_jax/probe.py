@@ -182,6 +182,7 @@ def probe(run: run_lib.Run):
     )
     for split in ('val', 'test')
   }
+  val_metrics = predictions['val'].metrics()
   step = 1
   run_lib.record_temperature(run, step, predictions['val'])
   manager = checkpointing.create_checkpoint_manager(
@@ -190,12 +191,8 @@ def probe(run: run_lib.Run):
   manager.save(
     step,
     args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-    metrics={
-      checkpointing.BEST_METRIC: predictions['val'].metrics()['accuracy']
-    },
+    metrics={checkpointing.BEST_METRIC: val_metrics['accuracy']},
   )
   manager.wait_until_finished()
-  run_lib.finish_run(
-    run, state, step, 0, predictions['val'], predictions['test']
-  )
+  run_lib.finish_run(run, state, step, 0, val_metrics, predictions['test'])
   return state

@@ -160,13 +160,7 @@ def record_temperature(run: Run, step: int, val) -> None:
     return
   fit = calibration.fit_record(val.labels, val.logits)
   calibration.add_fit(run.workdir, step, fit)
-  before, after = fit['validation_before'], fit['validation_after']
-  logging.info(
-    'Temperature %.3f fitted on validation: log-loss %.4f -> %.4f, '
-    'calibration error %.4f -> %.4f.',
-    fit['temperature'], before['log_loss'], after['log_loss'],
-    before['calibration_error'], after['calibration_error'],
-  )  # fmt: skip
+  logging.info('Step %d: %s.', step, calibration.describe(fit))
 
 
 def finish_run(
@@ -174,7 +168,7 @@ def finish_run(
   state,
   step: int,
   start_step: int,
-  val: evaluate.Predictions | None,
+  val_metrics: dict | None,
   test: evaluate.Predictions | None,
 ) -> None:
   """Writes the final figures of the model after `step`, the run record,
@@ -184,8 +178,8 @@ def finish_run(
   """
   if not run.is_chief:
     return
-  if val is not None:
-    run.write_json(workdir_lib.EVAL_VAL, val.metrics())
+  if val_metrics is not None:
+    run.write_json(workdir_lib.EVAL_VAL, val_metrics)
   run.write_json(workdir_lib.RUN, run_record(run, start_step))
   if test is None:
     return

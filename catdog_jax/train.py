@@ -349,7 +349,7 @@ def train(run: run_lib.Run):
   logging.info('About %s for this launch; a progress line every %d steps.',
                text.duration(eta.seconds_left(start_step)),
                config.log_every_steps)  # fmt: skip
-  val = log_due = None
+  val_metrics = log_due = None
   with (
     loop.StopSignal() as stop,
     loop.terminal_bar(total_steps, start_step) as bar,
@@ -380,7 +380,7 @@ def train(run: run_lib.Run):
         if not (is_eval or is_checkpoint):
           continue
         train_log.check_and_write(step)
-        log_due = val = None
+        log_due = val_metrics = None
         if is_eval and run.splits['val']:
           val_metrics, val = evaluate_split(
             run, eval_fn, state, 'val', (data_sharding, writer, eta), step
@@ -388,9 +388,9 @@ def train(run: run_lib.Run):
         if stop.requested:
           stop.announce(step)
         if is_checkpoint:
-          if val:
+          if val_metrics:
             run_lib.record_temperature(run, step, val)
-          best = val and {'val_accuracy': val_metrics['accuracy']}
+          best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
           checkpointing.save(manager, step, state, train_iter, best)
         if stop.requested:
           logging.warning('Stopped at step %d; relaunch to resume.', step)
@@ -408,6 +408,6 @@ def train(run: run_lib.Run):
         run, eval_fn, state, 'test', (data_sharding, writer, eta), total_steps
       )
     writer.flush()  # The report plots metrics.jsonl.
-    run_lib.finish_run(run, state, total_steps, start_step, val, test)
+    run_lib.finish_run(run, state, total_steps, start_step, val_metrics, test)
   writer.close()
   return state

@@ -177,8 +177,8 @@ RESUMABLE_CHANGES = frozenset(
     'data.device_prefetch',
     'data.cache',
     'data.download_dir',
-    # Fitted after the last step; no decision, so no checkpoint choice,
-    # changes with it.
+    # Fitted on each checkpoint's validation; no decision, so no
+    # checkpoint choice, changes with it.
     'eval.temperature_scaling',
     # What a fresh run loads; a resumed one restores its checkpoint instead.
     'model.init_from',

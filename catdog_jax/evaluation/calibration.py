@@ -59,6 +59,17 @@ def fit_record(labels: np.ndarray, logits: np.ndarray) -> dict:
   }
 
 
+def describe(fit: dict) -> str:
+  """fit_record's entry in words."""
+  before, after = fit['validation_before'], fit['validation_after']
+  return (
+    f'temperature {fit["temperature"]:.3f} fitted on {fit["fitted_on"]}: '
+    f'log-loss {before["log_loss"]:.4f} -> {after["log_loss"]:.4f}, '
+    f'calibration error {before["calibration_error"]:.4f} -> '
+    f'{after["calibration_error"]:.4f} (in-sample)'
+  )
+
+
 def read_fits(workdir: str) -> dict[int, dict]:
   """calibration.json: fit_record's entries by checkpoint step ({} if none)."""
   path = workdir_lib.path(workdir, workdir_lib.CALIBRATION)

@@ -89,19 +89,6 @@ def run_lines(run: dict, step: int, val_accuracy: dict, best: int | None):
   return lines
 
 
-def calibration_line(fit: dict, step: int) -> str:
-  """What step `step`'s temperature (calibration.json) does, in one line."""
-  before, after = fit['validation_before'], fit['validation_after']
-  return (
-    f'- Logits of step {step} divided by the temperature '
-    f'{fit["temperature"]:.3f} fitted on {fit["fitted_on"]}: its '
-    f'log-loss {before["log_loss"]:.4f} -> {after["log_loss"]:.4f}, '
-    f'calibration error {before["calibration_error"]:.4f} -> '
-    f'{after["calibration_error"]:.4f} (in-sample); the test figures are '
-    'calibrated.'
-  )
-
-
 def render_report(
   test_metrics,
   classification_report,
@@ -340,7 +327,10 @@ def write_run_report(workdir, config, state, source, step) -> str:
   if config.optimizer.freeze:
     run_section.append(f'- Frozen parameters: `{config.optimizer.freeze}`.')
   if fit := calibration.read_fits(workdir).get(step):
-    run_section.append(calibration_line(fit, step))
+    run_section.append(
+      f'- Logits of step {step} divided by the {calibration.describe(fit)}; '
+      'the test figures are calibrated.'
+    )
   text = render_report(
     fileio.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
     metrics_lib.classification_report(labels, logits),
