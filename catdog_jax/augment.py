@@ -62,13 +62,14 @@ def is_enabled(config: ml_collections.ConfigDict) -> bool:
   )
 
 
-def random_resized_crop(rng, image, min_area: float, size: int):
-  """A random crop of `min_area`..100% of the area, resized to size x size.
+def random_crop_box(rng, shape: tuple[int, int], min_area: float):
+  """(top, left, height, width) of a random crop of `min_area`..100% of an
+  image of `shape` (H, W), in fractional pixels.
 
   The crop's aspect ratio is log-uniform in CROP_ASPECT_RANGE (Inception-
   style), clipped to fit inside the image.
   """
-  height, width = image.shape[:2]
+  height, width = shape
   area_rng, aspect_rng, y_rng, x_rng = jax.random.split(rng, 4)
   area = jax.random.uniform(area_rng, minval=min_area, maxval=1.0)
   log_aspect = jax.random.uniform(
@@ -81,17 +82,37 @@ def random_resized_crop(rng, image, min_area: float, size: int):
   crop_w = jnp.clip(jnp.sqrt(area * aspect) * width, 1.0, width)
   top = jax.random.uniform(y_rng) * (height - crop_h)
   left = jax.random.uniform(x_rng) * (width - crop_w)
-  scale = jnp.stack([size / crop_h, size / crop_w])
-  translation = -jnp.stack([top, left]) * scale
-  return jax.image.scale_and_translate(
-    image,
-    (size, size, image.shape[-1]),
-    spatial_dims=(0, 1),
-    scale=scale,
-    translation=translation,
-    method='linear',
-    antialias=False,
-  )
+  return top, left, crop_h, crop_w
+
+
+def random_resized_crop(rng, image, min_area: float, size: int):
+  """A random crop (`random_crop_box`) resized to size x size."""
+  top, left, crop_h, crop_w = random_crop_box(rng, image.shape[:2], min_area)
+  # Output pixel o samples the crop at its centre, (o + 0.5) / size of its
+  # side, in the input's pixel-centre coordinates.
+  centres = jnp.arange(size) + 0.5
+  image = linear_sample(image, centres * crop_h / size + top - 0.5, axis=0)
+  return linear_sample(image, centres * crop_w / size + left - 0.5, axis=1)
+
+
+def linear_sample(image, positions, axis: int):
+  """`image` linearly interpolated at fractional `positions` along `axis`,
+  the edge pixels repeated outside.
+
+  For a crop inside the image this is what jax.image.scale_and_translate(
+  method='linear', antialias=False) computes, as two gathers and a blend
+  instead of its dense [output, input] weight matrices: a third of the time
+  on a CPU.
+  """
+  last = image.shape[axis] - 1
+  below = jnp.floor(positions)
+  shape = [1] * image.ndim
+  shape[axis] = -1
+  fraction = (positions - below).reshape(shape)
+  below = below.astype(jnp.int32)
+  lower = jnp.take(image, jnp.clip(below, 0, last), axis=axis)
+  upper = jnp.take(image, jnp.clip(below + 1, 0, last), axis=axis)
+  return lower + fraction * (upper - lower)
 
 
 def color_jitter(rng, image, brightness, contrast, saturation):

@@ -54,6 +54,28 @@ def test_crop_zooms_in_on_at_least_its_minimum_area():
   )
 
 
+def test_crop_interpolates_as_jax_image_scale_and_translate():
+  # The gathers of linear_sample against jax's dense resampling, on random
+  # crops (random aspect, position and zoom) of a random image.
+  rng = np.random.default_rng(0)
+  image = jnp.asarray(rng.random((40, 30, 3)), jnp.float32)
+  for seed in range(8):
+    crop_rng = jax.random.key(seed)
+    out = augment.random_resized_crop(crop_rng, image, 0.2, SIZE)
+    top, left, crop_h, crop_w = augment.random_crop_box(crop_rng, (40, 30), 0.2)
+    scale = jnp.stack([SIZE / crop_h, SIZE / crop_w])
+    expected = jax.image.scale_and_translate(
+      image,
+      (SIZE, SIZE, 3),
+      spatial_dims=(0, 1),
+      scale=scale,
+      translation=-jnp.stack([top, left]) * scale,
+      method='linear',
+      antialias=False,
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
 def test_crop_and_resize_give_the_requested_size():
   images = ramp(8)
   crops = augment.augment(
