@@ -12,6 +12,12 @@
   # size. One JSON line per path and batch size.
   python benchmarks/throughput.py --config=configs/gpu.py --mode=host \
     --images=../shared/data/kaggle200 --batch_sizes=64,256 --steps=20
+  # The on-device augmentation's share of the train step, at each size
+  # training runs at (progressive_sizes), beside the same crops resampled
+  # by jax.image.scale_and_translate (what crops used before 2026-12-03).
+  # One JSON line per size.
+  python benchmarks/throughput.py --config=configs/fast_cpu.py \
+    --mode=augment --steps=20
 
 Each figure is the median over --steps timed repetitions; the train step's
 minor page faults and user and system CPU seconds are per step over its
@@ -26,6 +32,7 @@ import time
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import timing  # benchmarks/timing.py, beside this script
 from absl import app
@@ -33,6 +40,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from catdog_jax import allocator
+from catdog_jax import augment
 from catdog_jax import mesh
 from catdog_jax import state as state_lib
 from catdog_jax import train
@@ -49,9 +57,10 @@ flags.DEFINE_string('images', None, 'Folder: time the input pipeline on it.')
 flags.DEFINE_enum(
   'mode',
   None,
-  ['steps', 'input', 'host'],
+  ['steps', 'input', 'host', 'augment'],
   'steps: the jitted steps alone; input: the pipeline over --images, then '
-  'steps fed by it; host: the training iterator alone, by batch size. '
+  'steps fed by it; host: the training iterator alone, by batch size; '
+  'augment: the train step and its augmentation alone, by training size. '
   'Default: input with --images, else steps.',
 )
 flags.DEFINE_list('batch_sizes', ['64', '256'], 'host: batch sizes to time.')
@@ -117,6 +126,86 @@ def time_steps(config) -> dict:
     'train_system_seconds_per_step': (after.ru_stime - before.ru_stime) / steps,
     'train_user_seconds_per_step': (after.ru_utime - before.ru_utime) / steps,
   }
+
+
+def scale_and_translate_crop(rng, image, min_area: float, size: int):
+  """augment.random_resized_crop's crop, resampled by jax.image."""
+  top, left, crop_h, crop_w = augment.random_crop_box(
+    rng, image.shape[:2], min_area
+  )
+  scale = jnp.stack([size / crop_h, size / crop_w])
+  return jax.image.scale_and_translate(
+    image,
+    (size, size, image.shape[-1]),
+    spatial_dims=(0, 1),
+    scale=scale,
+    translation=-jnp.stack([top, left]) * scale,
+    method='linear',
+    antialias=False,
+  )
+
+
+def time_augment(config) -> list[dict]:
+  """Per training size: seconds of the train step, of its augmentation
+  alone and, with crops on, of the same crops by jax.image."""
+  data_sharding, replicated = mesh.create_shardings()
+  state = jax.jit(
+    lambda rng: state_lib.create_train_state(rng, config, FLAGS.steps),
+    out_shardings=replicated,
+  )(jax.random.key(0))
+  holder = {'state': state}
+  cache_size, batch_size = config.data.image_size, config.batch_size
+  rng = np.random.default_rng(0)
+  batch = mesh.to_global({
+    'image': rng.integers(0, 256, (batch_size, cache_size, cache_size, 3),
+                          np.uint8),
+    'label': rng.integers(0, 2, (batch_size,), np.int32),
+  }, data_sharding)  # fmt: skip
+  images = jax.jit(evaluate.preprocess)(batch['image'])
+  rngs = jax.random.split(jax.random.key(1), batch_size)
+  rows = []
+  for size in sorted(set(config.progressive_sizes or (cache_size,))):
+    train_fn = train.compile_train_step(
+      config, FLAGS.steps, data_sharding, replicated, image_size=size
+    )
+
+    def one_train_step(train_fn=train_fn):
+      holder['state'], metrics = train_fn(
+        holder['state'], batch, jax.random.key(1)
+      )
+      jax.block_until_ready(metrics)
+
+    augment_fn = jax.jit(
+      functools.partial(augment.augment, config=config.augment, size=size)
+    )
+    row = {
+      'train_size': size,
+      'train_step_seconds': timing.median_seconds(
+        one_train_step, FLAGS.steps, FLAGS.warmup
+      ),
+      'augment_seconds': timing.median_seconds(
+        lambda f=augment_fn: jax.block_until_ready(f(rngs[0], images)),
+        FLAGS.steps,
+        FLAGS.warmup,
+      ),
+    }
+    if augment.crops(config.augment):
+      crop_fn = jax.jit(
+        jax.vmap(
+          functools.partial(
+            scale_and_translate_crop,
+            min_area=config.augment.crop_min_area,
+            size=size,
+          )
+        )
+      )
+      row['scale_and_translate_crop_seconds'] = timing.median_seconds(
+        lambda f=crop_fn: jax.block_until_ready(f(rngs, images)),
+        FLAGS.steps,
+        FLAGS.warmup,
+      )
+    rows.append(row)
+  return rows
 
 
 def time_input(config) -> dict:
@@ -224,8 +313,9 @@ def main(argv):
     'mode': mode,
     'allocator': 'mimalloc' if allocator.is_loaded() else 'system',
   }
-  if mode == 'host':
-    for row in time_host(config):
+  if mode in ('host', 'augment'):
+    rows = time_host(config) if mode == 'host' else time_augment(config)
+    for row in rows:
       print(json.dumps({**row, **common}))
     return
   result = time_input(config) if mode == 'input' else time_steps(config)

@@ -55,7 +55,7 @@ def test_crop_zooms_in_on_at_least_its_minimum_area():
 
 
 def test_crop_interpolates_as_jax_image_scale_and_translate():
-  # The gathers of linear_sample against jax's dense resampling, on random
+  # The gathers of sample_rows against jax's dense resampling, on random
   # crops (random aspect, position and zoom) of a random image.
   rng = np.random.default_rng(0)
   image = jnp.asarray(rng.random((40, 30, 3)), jnp.float32)
@@ -74,6 +74,8 @@ def test_crop_interpolates_as_jax_image_scale_and_translate():
       antialias=False,
     )
     np.testing.assert_allclose(out, expected, atol=1e-5)
+    mirrored = augment.random_resized_crop(crop_rng, image, 0.2, SIZE, True)
+    np.testing.assert_allclose(mirrored, expected[:, ::-1], atol=1e-5)
 
 
 def test_crop_and_resize_give_the_requested_size():

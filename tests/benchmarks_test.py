@@ -96,6 +96,26 @@ def test_host_benchmark_times_each_path_by_batch_size(flat_dataset):
   assert all(r['host_images_per_sec'] > 0 for r in rows)
 
 
+def test_augment_benchmark_times_each_training_size():
+  # A ResNet: the seed's CNN takes one image size only.
+  rows = run_script(
+    'throughput.py', '--config=configs/quick_cpu.py', '--warmup=1',
+    '--steps=2', '--mode=augment', '--config.batch_size=4',
+    '--config.data.image_size=32', '--config.progressive_sizes=(24,32)',
+    '--config.model.widths=(4,4,8,8)', '--config.augment.blur=1.0',
+    tiny=False,
+  )  # fmt: skip
+  assert [row['train_size'] for row in rows] == [24, 32]
+  for row in rows:
+    assert row['mode'] == 'augment'
+    for key in (
+      'train_step_seconds',
+      'augment_seconds',
+      'scale_and_translate_crop_seconds',
+    ):
+      assert row[key] > 0, (key, row)
+
+
 def test_roofline_estimates_each_config():
   result = subprocess.run(
     [sys.executable, 'benchmarks/roofline.py', '--configs=base,gpu',
