@@ -110,7 +110,8 @@ def sample_rows(image, positions):
   For a crop inside the image, columns (transposed: a gather of whole rows
   is the fast one) then rows give what jax.image.scale_and_translate(
   method='linear', antialias=False) does, as gathers instead of its dense
-  weight matrices: a fifth of the time on a 2-core CPU (docs/performance.md).
+  weight matrices: a quarter to a third of the time on a 2-core CPU
+  (docs/performance.md).
   """
   below = jnp.floor(positions)
   fraction = (positions - below).reshape((-1,) + (1,) * (image.ndim - 1))
