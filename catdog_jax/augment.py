@@ -17,6 +17,11 @@ from catdog_jax.errors import UsageError
 
 # Aspect ratios (width / height) a random resized crop may take.
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+# The largest crop box, as a multiple of the image's area: zoomed out that
+# far, the image spans half the output's side.
+MAX_CROP_AREA = 4.0
+# What a zoomed-out crop shows beyond the image: mid-gray.
+ZOOM_OUT_FILL = 0.5
 # The largest blur sigma, in pixels: its kernel reaches 3 sigma each side.
 MAX_BLUR_SIGMA = 4.0
 # ITU-R BT.601 luma weights, for saturation jitter. NumPy, not jnp: a jnp
@@ -30,6 +35,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       'augment.crop_min_area must be in (0, 1] (1: no crop), got '
       f'{config.crop_min_area}'
+    )
+  if not 1 <= config.crop_max_area <= MAX_CROP_AREA:
+    raise UsageError(
+      f'augment.crop_max_area must be in [1, {MAX_CROP_AREA}] (1: no '
+      f'zooming out), got {config.crop_max_area}'
     )
   for name in ('grayscale', 'cutmix'):
     if not 0 <= config[name] <= 1:
@@ -46,7 +56,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def crops(config: ml_collections.ConfigDict) -> bool:
   """Whether `config` (the `augment` group) asks for random resized crops."""
-  return config.crop_min_area < 1
+  return config.crop_min_area < 1 or config.crop_max_area > 1
 
 
 def is_enabled(config: ml_collections.ConfigDict) -> bool:
@@ -62,33 +72,44 @@ def is_enabled(config: ml_collections.ConfigDict) -> bool:
   )
 
 
-def random_crop_box(rng, shape: tuple[int, int], min_area: float):
-  """(top, left, height, width) of a random crop of `min_area`..100% of an
-  image of `shape` (H, W), in fractional pixels.
+def random_crop_box(
+  rng, shape: tuple[int, int], min_area: float, max_area: float = 1.0
+):
+  """(top, left, height, width) of a random crop box of `min_area` to
+  `max_area` times the area of an image of `shape` (H, W), in fractional
+  pixels.
 
-  The crop's aspect ratio is log-uniform in CROP_ASPECT_RANGE (Inception-
-  style), clipped to fit inside the image.
+  The box's aspect ratio is log-uniform in CROP_ASPECT_RANGE (Inception-
+  style), each side clipped to sqrt(max(max_area, 1)) of the image's. A box
+  up to the image's size lies inside it; a larger one (zooming out)
+  contains the image, placed at random.
   """
   height, width = shape
   area_rng, aspect_rng, y_rng, x_rng = jax.random.split(rng, 4)
-  area = jax.random.uniform(area_rng, minval=min_area, maxval=1.0)
+  area = jax.random.uniform(area_rng, minval=min_area, maxval=max_area)
   log_aspect = jax.random.uniform(
     aspect_rng,
     minval=jnp.log(CROP_ASPECT_RANGE[0]),
     maxval=jnp.log(CROP_ASPECT_RANGE[1]),
   )
   aspect = jnp.exp(log_aspect)
-  crop_h = jnp.clip(jnp.sqrt(area / aspect) * height, 1.0, height)
-  crop_w = jnp.clip(jnp.sqrt(area * aspect) * width, 1.0, width)
+  most = np.sqrt(max(max_area, 1.0))
+  crop_h = jnp.clip(jnp.sqrt(area / aspect) * height, 1.0, most * height)
+  crop_w = jnp.clip(jnp.sqrt(area * aspect) * width, 1.0, most * width)
   top = jax.random.uniform(y_rng) * (height - crop_h)
   left = jax.random.uniform(x_rng) * (width - crop_w)
   return top, left, crop_h, crop_w
 
 
-def random_resized_crop(rng, image, min_area: float, size: int, mirror=False):
-  """A random crop (`random_crop_box`) resized to size x size, mirrored
-  left to right where `mirror`."""
-  top, left, crop_h, crop_w = random_crop_box(rng, image.shape[:2], min_area)
+def random_resized_crop(
+  rng, image, min_area: float, size: int, mirror=False, max_area: float = 1.0
+):
+  """A random crop box (`random_crop_box`) resized to size x size, mirrored
+  left to right where `mirror`; where the box reaches beyond the image
+  (`max_area` > 1), ZOOM_OUT_FILL."""
+  top, left, crop_h, crop_w = random_crop_box(
+    rng, image.shape[:2], min_area, max_area
+  )
   # Output pixel o samples the crop at its centre, (o + 0.5) / size of its
   # side, in the input's pixel-centre coordinates; mirrored, the columns
   # are sampled in reverse order.
@@ -99,8 +120,16 @@ def random_resized_crop(rng, image, min_area: float, size: int, mirror=False):
   # Columns first, as rows of the transposed image: ending on a plain row
   # gather leaves the usual layout for the steps after (ending on the
   # transpose made the colour jitter and blur after it slower).
+  height, width = image.shape[:2]
   image = sample_rows(image.transpose(1, 0, 2), columns).transpose(1, 0, 2)
-  return sample_rows(image, rows)
+  image = sample_rows(image, rows)
+  if max_area <= 1:
+    return image
+  # Pixel centres span 0..H-1, so the image's edges are half a pixel out.
+  inside = ((rows >= -0.5) & (rows <= height - 0.5))[:, None, None] & (
+    (columns >= -0.5) & (columns <= width - 0.5)
+  )[None, :, None]
+  return jnp.where(inside, image, ZOOM_OUT_FILL)
 
 
 def sample_rows(image, positions):
@@ -205,7 +234,7 @@ def augment_image(rng, image, config: ml_collections.ConfigDict, size: int):
   if crops(config):
     # The mirror is free there: the columns sampled in reverse order.
     image = random_resized_crop(
-      crop_rng, image, config.crop_min_area, size, mirror
+      crop_rng, image, config.crop_min_area, size, mirror, config.crop_max_area
     )
   else:
     if image.shape[:2] != (size, size):

@@ -79,6 +79,7 @@ ADDED_FIELDS = {
   'data.max_pixels': 50_000_000,
   'data.near_duplicate_bits': 4,
   'augment.crop_min_area': 1.0,
+  'augment.crop_max_area': 1.0,
   'augment.flip': False,
   'augment.brightness': 0.0,
   'augment.contrast': 0.0,

@@ -88,6 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Random resized crop of at least this fraction of the area (1.0: the
   # whole image, no crop).
   config.augment.crop_min_area = 1.0
+  # Zooming out: crop boxes up to this multiple of the image's area, the
+  # image placed at random inside, gray beyond it (1.0: never).
+  config.augment.crop_max_area = 1.0
   config.augment.flip = False
   # Colour jitter: factors drawn from 1 +- these.
   config.augment.brightness = 0.0

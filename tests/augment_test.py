@@ -78,6 +78,42 @@ def test_crop_interpolates_as_jax_image_scale_and_translate():
     np.testing.assert_allclose(mirrored, expected[:, ::-1], atol=1e-5)
 
 
+def test_zooming_out_shows_the_whole_image_smaller_inside_gray():
+  # Boxes of 1.5 to 2.5 times the image: the image covers 1 / area of the
+  # output (within a pixel a side), gray around it, its ramp kept whole.
+  image = ramp(1)[0]
+  for seed in range(8):
+    crop_rng = jax.random.key(seed)
+    out = np.asarray(
+      augment.random_resized_crop(crop_rng, image, 1.5, SIZE, max_area=2.5)
+    )
+    _, _, crop_h, crop_w = augment.random_crop_box(
+      crop_rng, (SIZE, SIZE), 1.5, 2.5
+    )
+    assert crop_h > SIZE and crop_w > SIZE
+    gray = np.all(out == augment.ZOOM_OUT_FILL, axis=-1)
+    rows = np.flatnonzero(~gray.all(axis=1))
+    columns = np.flatnonzero(~gray.all(axis=0))
+    assert abs(len(rows) - SIZE * SIZE / crop_h) <= 1
+    assert abs(len(columns) - SIZE * SIZE / crop_w) <= 1
+    assert gray.sum() == gray.size - len(rows) * len(columns)
+    shown = out[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1, 0]
+    assert shown[:, 0].max() < 0.1 and shown[:, -1].min() > 0.9
+    assert np.all(np.diff(shown, axis=1) > 0)
+    mirrored = augment.random_resized_crop(
+      crop_rng, image, 1.5, SIZE, True, max_area=2.5
+    )
+    np.testing.assert_allclose(mirrored, out[:, ::-1], atol=1e-6)
+
+
+def test_zooming_out_alone_is_a_crop_switch():
+  config = augment_config(crop_max_area=2.0)
+  assert augment.crops(config) and augment.is_enabled(config)
+  out = np.asarray(augment.augment(jax.random.key(3), ramp(8), config))
+  # Every box is at least the image's size: gray shows in nearly all.
+  assert (out == augment.ZOOM_OUT_FILL).all(axis=-1).any(axis=(1, 2)).sum() >= 6
+
+
 def test_crop_and_resize_give_the_requested_size():
   images = ramp(8)
   crops = augment.augment(

@@ -36,6 +36,7 @@ SWITCHES_OFF = {
   'progressive_sizes': (),
   'data.cache': False,
   'augment.crop_min_area': 1.0,
+  'augment.crop_max_area': 1.0,
   'augment.flip': False,
   'augment.brightness': 0.0,
   'augment.contrast': 0.0,

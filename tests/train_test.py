@@ -79,6 +79,7 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
     ({'eval__translate': -1}, 'eval.translate must be >= 0'),
     ({'eval__translate': 16}, r'under half of data.image_size \(32\)'),
     ({'augment__crop_min_area': 0.0}, 'crop_min_area must be in'),
+    ({'augment__crop_max_area': 0.5}, r'crop_max_area must be in \[1, 4.0\]'),
     ({'augment__grayscale': 1.5}, 'augment.grayscale is a probability'),
     ({'augment__cutmix': -0.1}, 'augment.cutmix is a probability'),
     ({'augment__blur': 9.0}, r'augment.blur must be in \[0, 4.0\]'),
