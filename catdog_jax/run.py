@@ -171,7 +171,7 @@ def finish_run(
   val_metrics: dict | None,
   test: evaluate.Predictions | None,
 ) -> None:
-  """Writes the final figures of the model after `step`, the run record,
+  """Writes the final figures of the model of step `step`, the run record,
   and with a test split its predictions and the report (first process
   only). With eval.temperature_scaling the test split's figures are of
   the model calibrated by step `step`'s temperature (`record_temperature`).
@@ -179,7 +179,7 @@ def finish_run(
   if not run.is_chief:
     return
   if val_metrics is not None:
-    run.write_json(workdir_lib.EVAL_VAL, val_metrics)
+    run.write_json(workdir_lib.EVAL_VAL, val_metrics | {'step': step})
   run.write_json(workdir_lib.RUN, run_record(run, start_step))
   if test is None:
     return

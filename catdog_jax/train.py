@@ -185,9 +185,9 @@ def initial_state(run: run_lib.Run, state, manager, train_iter):
 
 
 def evaluate_split(run, eval_fn, state, split, outputs, step):
-  """Predictions of one split by the current state; its metrics written
-  and logged, its time given to the ETA. `outputs`: (batch sharding,
-  metric writer, loop.Eta)."""
+  """Predictions of one split by `state`; its metrics logged and, unless
+  the writer is None (a checkpoint measured again), written; its time given
+  to the ETA. `outputs`: (batch sharding, metric writer, loop.Eta)."""
   sharding, writer, eta = outputs
   started = time.perf_counter()
   predictions = evaluate.evaluate(
@@ -196,16 +196,29 @@ def evaluate_split(run, eval_fn, state, split, outputs, step):
   seconds = time.perf_counter() - started
   eta.record_evaluation(len(run.splits[split]), seconds)
   metrics = predictions.metrics()
-  writer.write_scalars(
-    step,
-    {f'{split}_{k}': v for k, v in metrics.items() if isinstance(v, float)},
-  )
+  if writer is not None:
+    writer.write_scalars(
+      step,
+      {f'{split}_{k}': v for k, v in metrics.items() if isinstance(v, float)},
+    )
   logging.info(
     '%s at step %d: accuracy %.4f, log-loss %.4f (%d images, %.0f s).',
     {'val': 'Validation', 'test': 'Test'}[split], step,
     metrics['accuracy'], metrics['log_loss'], metrics['num_examples'], seconds,
   )  # fmt: skip
   return metrics, predictions
+
+
+def chosen_checkpoint(run, state, total_steps: int, sharding):
+  """(state, step) of the checkpoint predict and eval use (the best by
+  validation accuracy): `state` itself when that is the last step's, else
+  restored with `sharding`."""
+  best = checkpointing.inference_step(run.workdir)
+  if best is None or best == total_steps:
+    return state, total_steps
+  return checkpointing.restore_for_inference(
+    run.workdir, state_lib.abstract_state(run.config, sharding), best
+  )
 
 
 def blank_batches(config, sharding):
@@ -293,6 +306,10 @@ def train_and_evaluate(
   events, metrics.jsonl, config.json, data_report.json, eval_val.json,
   eval_test.json, run.json and the report. `provenance` (the command,
   config file and overrides, from main.py) goes into run.json.
+
+  The test split, eval_val.json and the report are of the checkpoint that
+  predict and eval use (`checkpointing.inference_step`: the best by
+  validation accuracy, the newest among equals).
 
   Returns:
     The final train state, or the state at the stop when SIGTERM or Ctrl-C
@@ -400,14 +417,21 @@ def train(run: run_lib.Run):
       # Also on divergence: the last good checkpoint must finish writing.
       checkpointing.wait_until_saved(manager)
 
-  # Final evaluation.
+  # Final evaluation, of the checkpoint predict and eval will use.
   if not stop.requested:
+    chosen, chosen_step = chosen_checkpoint(run, state, total_steps, replicated)
+    if chosen_step != total_steps:
+      # Measured again, not written: metrics.jsonl has its step's figures.
+      val_metrics, _ = evaluate_split(
+        run, eval_fn, chosen, 'val', (data_sharding, None, eta), chosen_step
+      )
     test = None
     if run.splits['test']:
+      outputs = (data_sharding, writer, eta)
       _, test = evaluate_split(
-        run, eval_fn, state, 'test', (data_sharding, writer, eta), total_steps
+        run, eval_fn, chosen, 'test', outputs, chosen_step
       )
     writer.flush()  # The report plots metrics.jsonl.
-    run_lib.finish_run(run, state, total_steps, start_step, val_metrics, test)
+    run_lib.finish_run(run, chosen, chosen_step, start_step, val_metrics, test)
   writer.close()
   return state

@@ -202,6 +202,35 @@ def test_train_and_evaluate_writes_the_workdir(trained_run):
   assert '| true \\ predicted | cat | dog |' in report
 
 
+def test_the_test_split_measures_the_checkpoint_validation_chose(
+  folder_dataset, trained_run, tmp_path
+):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained_run.workdir, workdir)
+  last = read_json(workdir, 'eval_test.json')
+  assert last['step'] == read_json(workdir, 'eval_val.json')['step'] == 40
+  # As if checkpoint 30 had scored best on validation; then the final
+  # evaluation of the finished run again.
+  metrics = os.path.join(workdir, 'checkpoints', '30', 'metrics', 'metrics')
+  with open(metrics, 'w') as f:
+    json.dump({'val_accuracy': 2.0}, f)
+  os.remove(os.path.join(workdir, 'eval_test.json'))
+  train.train_and_evaluate(
+    helpers.tiny_config(folder_dataset, num_train_steps=40), workdir
+  )
+  test = read_json(workdir, 'eval_test.json')
+  val = read_json(workdir, 'eval_val.json')
+  assert test['step'] == val['step'] == 30
+  # Checkpoint 30 restored: validation as measured at step 30 in training
+  # (not written again), the test split other than the last step's.
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  logged = [r for r in records if 'val_log_loss' in r]
+  assert [r['step'] for r in logged] == [10, 20, 30, 40]
+  assert val['log_loss'] == pytest.approx(logged[2]['val_log_loss'], 1e-5)
+  assert test['log_loss'] != pytest.approx(last['log_loss'], 1e-5)
+
+
 @pytest.mark.slow  # Trains for real.
 def test_resumed_run_ends_like_a_straight_run(
   flat_dataset, tmp_path, straight_log_loss
