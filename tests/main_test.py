@@ -169,7 +169,8 @@ def test_report_names_its_checkpoint_and_provenance(trained_workdir):
   workdir, _ = trained_workdir
   report = (workdir / 'report.md').read_text()
   assert '- Test figures, plots and Grad-CAM: the model after step 20' in report
-  assert 'use checkpoint 20 (val accuracy' in report
+  assert '(val accuracy' in report
+  assert 'the checkpoint `--mode=predict` and `--mode=eval` use' in report
   assert '- Command: `python main.py --config=configs/base.py' in report
   assert 'Config: `configs/base.py`; overrides: `data.image_size=32`' in report
   assert '- Hardware: 1 x cpu' in report and 'JAX ' in report

@@ -65,12 +65,20 @@ def run_lines(run: dict, step: int, val_accuracy: dict, best: int | None):
     value = val_accuracy.get(s)
     return '' if value is None else f' (val accuracy {value:.4f})'
 
-  lines = [
-    f'- Test figures, plots and Grad-CAM: the model after step {step}'
-    f'{at(step)}, the last.',
-    f'- `--mode=predict` and `--mode=eval` use checkpoint {best}{at(best)}, '
-    'the best by validation accuracy (else the newest).',
-  ]
+  chosen = 'the best by validation accuracy (else the newest)'
+  if best == step:
+    lines = [
+      f'- Test figures, plots and Grad-CAM: the model after step {step}'
+      f'{at(step)}, the checkpoint `--mode=predict` and `--mode=eval` use: '
+      f'{chosen}.'
+    ]
+  else:  # Runs before 2026-12-03 tested the last step.
+    lines = [
+      f'- Test figures, plots and Grad-CAM: the model after step {step}'
+      f'{at(step)}.',
+      f'- `--mode=predict` and `--mode=eval` use checkpoint {best}'
+      f'{at(best)}, {chosen}.',
+    ]
   if 'command' in run:
     lines.append(f'- Command: `{run["command"]}`')
   if run.get('config_file'):
