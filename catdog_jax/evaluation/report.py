@@ -65,17 +65,16 @@ def run_lines(run: dict, step: int, val_accuracy: dict, best: int | None):
     value = val_accuracy.get(s)
     return '' if value is None else f' (val accuracy {value:.4f})'
 
+  tested = f'- Test figures, plots and Grad-CAM: the model after step {step}'
   chosen = 'the best by validation accuracy (else the newest)'
   if best == step:
     lines = [
-      f'- Test figures, plots and Grad-CAM: the model after step {step}'
-      f'{at(step)}, the checkpoint `--mode=predict` and `--mode=eval` use: '
-      f'{chosen}.'
+      f'{tested}{at(step)}, the checkpoint `--mode=predict` and '
+      f'`--mode=eval` use: {chosen}.'
     ]
   else:  # Runs before 2026-12-03 tested the last step.
     lines = [
-      f'- Test figures, plots and Grad-CAM: the model after step {step}'
-      f'{at(step)}.',
+      f'{tested}{at(step)}.',
       f'- `--mode=predict` and `--mode=eval` use checkpoint {best}'
       f'{at(best)}, {chosen}.',
     ]
