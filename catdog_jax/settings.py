@@ -45,7 +45,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.freeze and not models.can_freeze(config.model):
     raise UsageError(
       f'optimizer.freeze: model {config.model.name!r} cannot freeze its '
-      'BatchNorm statistics; freezing works with resnet50 and vit'
+      'BatchNorm statistics; freezing works with resnet50, vit and '
+      'efficientnet_lite'
     )
   whitening.check_config(config.model)
   augment.check_config(config.augment)

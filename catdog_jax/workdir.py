@@ -184,6 +184,7 @@ RESUMABLE_CHANGES = frozenset(
     # What a fresh run loads; a resumed one restores its checkpoint instead.
     'model.init_from',
     'model.init_sha256',
+    'model.init_package',
   }
 )
 

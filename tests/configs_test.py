@@ -24,6 +24,10 @@ CONFIGS = (
   'finetune_resnet50',
   'finetune_vit',
   'probe_resnet50',
+  'zeroshot_lite0',
+  'probe_lite0',
+  'lite0_cpu',
+  'lite2_gpu',
 )
 # Each switch of the recipes and the value that turns it off; base.py (the
 # seed's recipe) has every one of them off.

@@ -50,7 +50,15 @@ def batch_shapes(with_mask: bool) -> dict:
 
 
 # The pretrained backbones' graphs take seconds each to lower: slow tier.
-BACKBONES = ('finetune_resnet50', 'finetune_vit', 'probe_resnet50')
+BACKBONES = (
+  'finetune_resnet50',
+  'finetune_vit',
+  'probe_resnet50',
+  'zeroshot_lite0',
+  'probe_lite0',
+  'lite0_cpu',
+  'lite2_gpu',
+)
 
 
 @pytest.mark.parametrize(

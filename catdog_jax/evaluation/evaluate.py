@@ -124,7 +124,7 @@ def compile_eval_step(
 
 # Models whose BatchNorm statistics recalibrate_batch_norm can recompute
 # (eval.recalibrate_bn_batches).
-RECALIBRATES = ('resnet', 'mini_xception', 'resnet50')
+RECALIBRATES = ('resnet', 'mini_xception', 'resnet50', 'efficientnet_lite')
 
 
 def recalibrate_batch_norm(

@@ -25,6 +25,7 @@ from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import gradcam
 from catdog_jax.evaluation import metrics as metrics_lib
 from catdog_jax.evaluation import plots
+from catdog_jax.models import pretrained
 from catdog_jax.models import summary
 
 GRID_SIZE = 12  # Images in errors.png; gradcam.png shows 4 right, 4 wrong.
@@ -325,11 +326,10 @@ def write_run_report(workdir, config, state, source, step) -> str:
     val_accuracy,
     checkpointing.inference_step(workdir),
   )
-  if config.model.get('init_from'):
+  if source := pretrained.describe_source(config.model):
+    fresh = ', '.join(f'`{r}`' for r in config.model.dont_load)
     run_section.append(
-      f'- Initialised from `{config.model.init_from}` (sha256 '
-      f'`{config.model.init_sha256}`); fresh: '
-      f'{", ".join(f"`{r}`" for r in config.model.dont_load) or "nothing"}.'
+      f'- Initialised from {source}; fresh: {fresh or "nothing"}.'
     )
   if config.optimizer.freeze:
     run_section.append(f'- Frozen parameters: `{config.optimizer.freeze}`.')

@@ -2,8 +2,9 @@
 
 `seed_cnn` mirrors the seed Keras model layer for layer (`cnn.py`);
 `resnet` and `mini_xception` are the stronger from-scratch models
-(`resnet.py`, `xception.py`); `resnet50` and `vit` load pretrained ImageNet
-weights (`backbones.py`, converted by `pretrained.py`). Models with
+(`resnet.py`, `xception.py`); `resnet50`, `vit` and `efficientnet_lite` load
+pretrained ImageNet weights (`backbones.py`, `efficientnet.py`, converted by
+`pretrained.py`). Models with
 BatchNorm keep its statistics in the 'batch_stats' collection. Nothing here
 knows about data, training or checkpoints.
 """
@@ -17,6 +18,7 @@ import ml_collections
 from catdog_jax.errors import UsageError
 from catdog_jax.models import backbones
 from catdog_jax.models import cnn
+from catdog_jax.models import efficientnet
 from catdog_jax.models import resnet
 from catdog_jax.models import xception
 
@@ -26,12 +28,13 @@ MODELS = {
   'mini_xception': xception.MiniXception,
   'resnet50': backbones.ResNet50,
   'vit': backbones.ViT,
+  'efficientnet_lite': efficientnet.EfficientNetLite,
 }
 # Fields of the `model` group that say how to initialise the model, not how
 # to build it: pretrained weights (pretrained.py) and the whitened stem
 # (whitening.py).
 INIT_FIELDS = frozenset(
-  {'init_from', 'init_sha256', 'dont_load', 'whiten_stem'}
+  {'init_from', 'init_sha256', 'init_package', 'dont_load', 'whiten_stem'}
 )
 # Set from optimizer.freeze, config.dtype and config.cpu_convolutions, not
 # from the model group.
@@ -51,6 +54,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'model {config.name!r} has no field(s) {", ".join(unknown)}; '
       'start from a config written for it (configs/fast_cpu.py: resnet)'
     )
+  if config.name == 'efficientnet_lite':
+    for field, allowed in (
+      ('variant', efficientnet.VARIANTS),
+      ('head', efficientnet.HEADS),
+    ):
+      value = config.get(field, getattr(efficientnet.EfficientNetLite, field))
+      if value not in allowed:
+        raise UsageError(
+          f'model.{field} must be one of {", ".join(allowed)}, got {value!r}'
+        )
 
 
 def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:

