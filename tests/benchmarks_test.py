@@ -89,18 +89,17 @@ def test_lite_layers_times_each_distinct_layer_both_ways():
 
 def test_lite_against_pytorch_reports_each_side_and_the_ratios():
   pytest.importorskip('torch')
+  # Forward only: the two train steps' compiles take a minute.
   rows = run_script(
     'lite_vs_torch.py', '--batch_sizes=2', '--image_size=32', '--steps=1',
-    tiny=False,
+    '--passes=forward', tiny=False,
   )  # fmt: skip
   *timed, summary = rows
   assert {(r['side'], r['pass']) for r in timed} == {
-    (side, name)
-    for side in ('jax', 'pytorch')
-    for name in ('forward', 'train_step')
+    ('jax', 'forward'),
+    ('pytorch', 'forward'),
   }
   assert summary['forward_ratio_jax_to_pytorch'] > 0
-  assert summary['train_step_ratio_jax_to_pytorch'] > 0
 
 
 TINY_SET = [

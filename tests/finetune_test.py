@@ -19,10 +19,10 @@ from catdog_jax import probe
 from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax import train
-from catdog_jax.evaluation import predict
 from catdog_jax.models import pretrained
 from configs import finetune_resnet50
 from configs import probe_resnet50
+from tests import helpers
 
 torch = pytest.importorskip('torch')
 safetensors_torch = pytest.importorskip('safetensors.torch')
@@ -122,14 +122,8 @@ def test_probe_fits_a_head_that_the_whole_model_predicts_with(
 
   # predict restores the checkpoint and runs the whole model on the images:
   # the same logits as the head on the cached features.
-  predictor = predict.Predictor(str(tmp_path))
-  source, splits, _ = predict.dataset.load_splits(predictor.config.data, None)
-  whole_model = predictor.predict(splits['test'], source).logits
-  with np.load(tmp_path / 'features_test.npz') as cached:
-    features = cached['features']
-  params = predictor.state.params['logit']
-  from_features = features @ np.asarray(params['kernel']) + params['bias']
-  np.testing.assert_allclose(whole_model, from_features[:, 0], rtol=1e-4,
+  whole_model, from_features = helpers.probe_logits(tmp_path)
+  np.testing.assert_allclose(whole_model, from_features, rtol=1e-4,
                              atol=1e-4)  # fmt: skip
   # A second run reads the features instead of computing them.
   mtime = os.path.getmtime(tmp_path / 'features_train.npz')

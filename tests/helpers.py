@@ -17,6 +17,7 @@ from PIL import Image
 
 from catdog_jax import workdir
 from catdog_jax.data import images
+from catdog_jax.evaluation import predict
 from configs import base
 
 # The repository, where main.py runs; ../shared/data beside it (absent in
@@ -206,3 +207,17 @@ def heic(pixels: np.ndarray, orientation: int | None = None) -> bytes:
     extra['exif'] = exif.tobytes()
   image.save(buffer, format='HEIF', quality=95, **extra)
   return buffer.getvalue()
+
+
+def probe_logits(workdir) -> tuple[np.ndarray, np.ndarray]:
+  """A probe run's test logits two ways: predict restoring the checkpoint
+  and running the whole model on the images, and its head on the cached
+  features (uncalibrated)."""
+  predictor = predict.Predictor(str(workdir))
+  source, splits, _ = predict.dataset.load_splits(predictor.config.data, None)
+  whole_model = predictor.predict(splits['test'], source).logits
+  with np.load(os.path.join(workdir, 'features_test.npz')) as cached:
+    features = cached['features']
+  head = predictor.state.params['logit']
+  from_features = features @ np.asarray(head['kernel']) + head['bias']
+  return whole_model, from_features[:, 0]

