@@ -15,12 +15,23 @@ from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import evaluate
 
 MIN_IMAGE_SIZE = 16
+# Counts that must be at least 1 (num_train_steps, optional, is checked
+# where it is set).
+COUNTS = (
+  'batch_size',
+  'num_epochs',
+  'log_every_steps',
+  'eval_every_steps',
+  'checkpoint_every_steps',
+  'checkpoints_to_keep',
+)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
-  if config.batch_size < 1:
-    raise UsageError(f'batch_size must be at least 1, got {config.batch_size}')
+  for field in COUNTS:
+    if config[field] < 1:
+      raise UsageError(f'{field} must be at least 1, got {config[field]}')
   if config.batch_size % jax.device_count():
     raise UsageError(
       f'batch_size {config.batch_size} is not divisible by the '

@@ -69,6 +69,9 @@ def test_train_step_lowers_the_loss_on_a_batch(flat_dataset):
   'override, message',
   [
     ({'batch_size': 0}, 'batch_size must be at least 1'),
+    ({'num_epochs': -1}, 'num_epochs must be at least 1, got -1'),
+    ({'eval_every_steps': 0}, 'eval_every_steps must be at least 1, got 0'),
+    ({'checkpoints_to_keep': 0}, 'checkpoints_to_keep must be at least 1'),
     ({'data__image_size': 8}, 'image_size must be at least 16'),
     ({'model__name': 'vgg'}, "unknown model.name 'vgg'; known: seed_cnn"),
     ({'model__name': 'resnet'}, "'resnet' has no field.s. conv_features"),
