@@ -7,6 +7,7 @@ any test module imports.
 import contextlib
 import io
 import os
+import socket
 import subprocess
 
 import cv2
@@ -221,3 +222,10 @@ def probe_logits(workdir) -> tuple[np.ndarray, np.ndarray]:
   head = predictor.state.params['logit']
   from_features = features @ np.asarray(head['kernel']) + head['bias']
   return whole_model, from_features[:, 0]
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,17 +59,11 @@ def test_one_device_ends_like_two(flat_dataset, tmp_path, two_device_log_loss):
   assert read_log_loss(tmp_path) == pytest.approx(two_device_log_loss, rel=1e-3)
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_end_like_two_devices(
   flat_dataset, tmp_path, two_device_log_loss
 ):
   flags = helpers.tiny_flags(flat_dataset, **RUN)
-  address = f'localhost:{free_port()}'
+  address = f'localhost:{helpers.free_port()}'
   processes = [
     subprocess.Popen(
       command('main.py', *flags, f'--workdir={tmp_path}',
@@ -142,7 +135,7 @@ def test_a_lost_process_stops_the_other_in_one_line_and_both_resume(
     flat_dataset, num_train_steps=3000, log_every_steps=50,
     checkpoint_every_steps=100, eval_every_steps=1000,
   )  # fmt: skip
-  address = f'localhost:{free_port()}'
+  address = f'localhost:{helpers.free_port()}'
   env = {**os.environ, distributed.HEARTBEAT_TIMEOUT_ENV: '5'}
 
   def launch(*extra):

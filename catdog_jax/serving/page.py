@@ -183,7 +183,8 @@ def build(classifier: Classifier):
 
 
 def serve(workdir: str, port: int, host: str = HOST, block: bool = True):
-  """Serves the page at http://host:port; returns the Gradio app."""
+  """Serves the page at http://host:port and says so on one line, once it
+  answers; returns the Gradio app (with `block`, when it is stopped)."""
   try:
     import gradio  # noqa: F401 - only to say what to install.
   except ImportError as e:
@@ -191,12 +192,21 @@ def serve(workdir: str, port: int, host: str = HOST, block: bool = True):
       '--mode=serve needs Gradio: pip install "catdog-jax[serve]" (or pip '
       'install gradio)'
     ) from e
-  page = build(Classifier(workdir))
+  classifier = Classifier(workdir)
+  page = build(classifier)
   page.launch(
     server_name=host,
     server_port=port,
-    prevent_thread_lock=not block,
+    prevent_thread_lock=True,
     quiet=True,
     show_error=True,
   )
+  print(
+    f'Serving checkpoint {classifier.predictor.step} of '
+    f'{os.path.abspath(workdir)} at http://{host}:{port}/'
+    + (' (Ctrl-C stops)' if block else ''),
+    flush=True,
+  )
+  if block:
+    page.block_thread()
   return page

@@ -7,7 +7,6 @@ chromium (CI installs them); skips, saying which is missing, elsewhere.
 import concurrent.futures
 import os
 import shutil
-import socket
 
 import pytest
 
@@ -32,17 +31,11 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
 def served(trained_run):
   from catdog_jax.serving import page
 
-  port = free_port()
+  port = helpers.free_port()
   app = page.serve(trained_run.workdir, port, block=False)
   yield f'http://127.0.0.1:{port}'
   app.close()
