@@ -49,22 +49,17 @@ def batch_shapes(with_mask: bool) -> dict:
   return shapes
 
 
-# The pretrained backbones' graphs take seconds each to lower: slow tier.
-BACKBONES = (
-  'finetune_resnet50',
-  'finetune_vit',
-  'probe_resnet50',
-  'zeroshot_lite0',
-  'probe_lite0',
-  'lite0_cpu',
-  'lite2_gpu',
-)
+def is_backbone(name: str) -> bool:
+  """Whether the config loads pretrained weights: those graphs take seconds
+  each to lower (slow tier)."""
+  config = importlib.import_module(f'configs.{name}').get_config()
+  return bool(config.model.get('init_from'))
 
 
 @pytest.mark.parametrize(
   'name',
   [
-    pytest.param(name, marks=pytest.mark.slow) if name in BACKBONES else name
+    pytest.param(name, marks=pytest.mark.slow) if is_backbone(name) else name
     for name in configs_test.CONFIGS
   ],
 )

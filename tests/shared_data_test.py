@@ -60,21 +60,27 @@ def test_bad_mixed_follows_its_manifest():
     assert image.shape == (32, 32, 3)
 
 
+# Runs a command and prints its peak resident memory (KiB). Linux carries a
+# process's peak over exec from the memory it was started in, so a child
+# started by a large pytest worker would report the worker's peak: the
+# command is started from this small process instead.
+PEAK_OF_CHILD = (
+  'import resource, subprocess, sys; '
+  'code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; '
+  'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); '
+  'sys.exit(code)'
+)
+
+
 def test_training_on_bad_mixed_runs_in_bounded_memory(tmp_path):
   flags = helpers.tiny_flags(BAD_MIXED, num_train_steps=6)
-  with subprocess.Popen(
-    [sys.executable, 'main.py', *flags, f'--workdir={tmp_path}'],
-    cwd=REPO,
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  ) as process:
-    stderr = process.stderr.read()
-    # This child's own peak, not that of every earlier child of pytest.
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-  assert process.returncode == 0, stderr[-3000:]
-  peak_kib = usage.ru_maxrss
+  process = subprocess.run(
+    [sys.executable, '-c', PEAK_OF_CHILD, sys.executable, 'main.py', *flags,
+     f'--workdir={tmp_path}'],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert process.returncode == 0, process.stderr[-3000:]
+  peak_kib = int(process.stdout)
   assert peak_kib < 4 * 1024 * 1024, f'peak memory {peak_kib} KiB'
   with open(tmp_path / 'data_report.json') as f:
     report = json.load(f)
