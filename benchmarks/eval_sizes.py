@@ -70,7 +70,7 @@ def main(argv):
   del argv
   predictor = predict.Predictor(FLAGS.workdir)
   config = predictor.config
-  if not predictor.state.batch_stats:
+  if 'batch_stats' not in predictor.variables:
     raise UsageError(
       f'{FLAGS.workdir}: model {config.model.name!r} has no BatchNorm '
       'statistics to recalibrate'
@@ -84,16 +84,17 @@ def main(argv):
     config.data.image_size = size
     config.eval.recalibrate_bn_batches = FLAGS.recalibrate_bn_batches
     eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
-    states = {
-      'as_trained': predictor.state,
+    variants = {
+      'as_trained': predictor.variables,
       'recalibrated': train.recalibrate_batch_norm(
-        predictor.state, splits['train'], source, config
+        predictor.apply_fn, predictor.variables, splits['train'], source,
+        config,
       ),
-    }
-    for name, state in states.items():
+    }  # fmt: skip
+    for name, variables in variants.items():
       predictions = {
         set_name: evaluate.evaluate(
-          eval_fn, state, examples, set_source, config, data_sharding
+          eval_fn, variables, examples, set_source, config, data_sharding
         )
         for set_name, (examples, set_source) in sets.items()
       }

@@ -91,7 +91,7 @@ def images_per_sec(config) -> tuple[float, float]:
     jax.block_until_ready(metrics)
     train_times.append(time.perf_counter() - start)
     start = time.perf_counter()
-    jax.block_until_ready(eval_fn(state, eval_batch))
+    jax.block_until_ready(eval_fn(evaluate.eval_variables(state), eval_batch))
     eval_times.append(time.perf_counter() - start)
     del i
   return (batch_size / statistics.median(train_times[2:]),

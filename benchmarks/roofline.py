@@ -86,7 +86,9 @@ def per_image_costs(config) -> dict[str, float]:
     **batch,
     'mask': jax.ShapeDtypeStruct((batch_size,), jnp.bool_),
   }
-  flops, nbytes = step_costs(eval_fn, state, eval_batch)
+  flops, nbytes = step_costs(
+    eval_fn, evaluate.eval_variables(state), eval_batch
+  )
   return {
     'train_flops_per_image': train_flops,
     'train_bytes_per_image': train_bytes,

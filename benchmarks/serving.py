@@ -63,7 +63,7 @@ def main(argv):
       ('exported', lambda images=images: exported.call(images)),
       (
         'predict',
-        lambda inputs=inputs: predictor.eval_fn(predictor.state, inputs),
+        lambda inputs=inputs: predictor.eval_fn(predictor.variables, inputs),
       ),  # fmt: skip
     ):
       seconds = timing.median_seconds(

@@ -42,8 +42,10 @@ from ml_collections import config_flags
 from catdog_jax import allocator
 from catdog_jax import augment
 from catdog_jax import mesh
+from catdog_jax import models
 from catdog_jax import state as state_lib
 from catdog_jax import train
+from catdog_jax.data import augmentation
 from catdog_jax.data import dataset
 from catdog_jax.data import input_pipeline
 from catdog_jax.data import sources
@@ -110,7 +112,8 @@ def time_steps(config) -> dict:
     jax.block_until_ready(metrics)
 
   def one_eval_step():
-    jax.block_until_ready(eval_fn(holder['state'], batch))
+    variables = evaluate.eval_variables(holder['state'])
+    jax.block_until_ready(eval_fn(variables, batch))
 
   for _ in range(FLAGS.warmup):  # First touches of fresh memory included.
     one_train_step()
@@ -161,7 +164,7 @@ def time_augment(config) -> list[dict]:
                           np.uint8),
     'label': rng.integers(0, 2, (batch_size,), np.int32),
   }, data_sharding)  # fmt: skip
-  images = jax.jit(evaluate.preprocess)(batch['image'])
+  images = jax.jit(models.preprocess)(batch['image'])
   rngs = jax.random.split(jax.random.key(1), batch_size)
   rows = []
   for size in sorted(set(config.progressive_sizes or (cache_size,))):
@@ -189,7 +192,7 @@ def time_augment(config) -> list[dict]:
         FLAGS.warmup,
       ),
     }
-    if augment.crops(config.augment):
+    if augmentation.crops(config.augment):
       crop_fn = jax.jit(
         jax.vmap(
           functools.partial(

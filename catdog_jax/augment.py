@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from catdog_jax.data import augmentation
 from catdog_jax.errors import UsageError
 
 # Aspect ratios (width / height) a random resized crop may take.
@@ -52,24 +53,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f'augment.blur must be in [0, {MAX_BLUR_SIGMA}] pixels (0: off), got '
       f'{config.blur}'
     )
-
-
-def crops(config: ml_collections.ConfigDict) -> bool:
-  """Whether `config` (the `augment` group) asks for random resized crops."""
-  return config.crop_min_area < 1 or config.crop_max_area > 1
-
-
-def is_enabled(config: ml_collections.ConfigDict) -> bool:
-  """Whether `config` (the `augment` group) changes any image."""
-  return bool(
-    crops(config)
-    or config.flip
-    or config.brightness
-    or config.contrast
-    or config.saturation
-    or config.grayscale
-    or config.blur
-  )
 
 
 def random_crop_box(
@@ -231,7 +214,7 @@ def augment_image(rng, image, config: ml_collections.ConfigDict, size: int):
   # Folded in, not split: the draws above stay those of earlier versions.
   gray_rng, blur_rng = jax.random.fold_in(rng, 3), jax.random.fold_in(rng, 4)
   mirror = jax.random.bernoulli(flip_rng) if config.flip else False
-  if crops(config):
+  if augmentation.crops(config):
     # The mirror is free there: the columns sampled in reverse order.
     image = random_resized_crop(
       crop_rng, image, config.crop_min_area, size, mirror, config.crop_max_area

@@ -234,13 +234,11 @@ def inference_step(workdir: str) -> int | None:
   return steps[-1] if steps else None
 
 
-def restore_for_inference(
-  workdir: str, abstract_state, step: int | None = None
-):
-  """(state, step) of checkpoint `step`, else of `inference_step`.
-
-  Restores only the train state (not the input position), into
-  `abstract_state`'s shapes and shardings (`state.abstract_state`).
+def restore_for_inference(workdir: str, abstract, step: int | None = None):
+  """(tree, step): the part of checkpoint `step` (else `inference_step`'s)
+  train state that `abstract` names, e.g. {'params': ..., 'batch_stats':
+  ...}, in its shapes and shardings; nothing else is read
+  (`inference.restore_variables`).
 
   Raises:
     UsageError: if `workdir` holds no such checkpoint.
@@ -251,6 +249,13 @@ def restore_for_inference(
   path = os.path.join(directory(workdir), str(step), 'state')
   if not os.path.isdir(path):
     raise UsageError(f'{workdir!r} has no checkpoint {step}')
-  state = ocp.StandardCheckpointer().restore(path, abstract_state)
+  restored = ocp.PyTreeCheckpointer().restore(
+    path,
+    args=ocp.args.PyTreeRestore(
+      item=abstract,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True,
+    ),
+  )
   logging.info('Restored checkpoint %d from %s.', step, workdir)
-  return state, step
+  return restored, step

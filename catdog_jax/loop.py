@@ -1,11 +1,12 @@
-"""Host-side helpers of the training loop: its length, progress lines or a
-bar, the ETA, the divergence check, the first steps' timing, and the
+"""Host-side helpers of the training loop: what is due at a step, progress
+lines or a bar, the ETA, the divergence check, the first steps' timing, and the
 signals that stop a run cleanly.
 
 None of them touches the model; `train.train_and_evaluate` drives them.
 """
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
@@ -21,11 +22,39 @@ from catdog_jax import text
 from catdog_jax.errors import DivergenceError
 
 
-def num_train_steps(config, num_train: int) -> int:
-  """`config.num_train_steps` if set, else `num_epochs` over the train split."""
-  if config.num_train_steps is not None:
-    return config.num_train_steps
-  return max(1, config.num_epochs * num_train // config.batch_size)
+@dataclasses.dataclass(frozen=True)
+class Due:
+  """The periodic actions due after a step's update (`due_at`).
+
+  Attributes:
+    log: a progress line.
+    evaluate: validation (every eval_every_steps, and the last step).
+    save: a checkpoint (every checkpoint_every_steps, the last step, and
+      the step a stop signal reaches).
+    stop: a stop signal arrived: save, then leave the loop.
+  """
+
+  log: bool
+  evaluate: bool
+  save: bool
+  stop: bool
+
+  @property
+  def waits_for_device(self) -> bool:
+    """Whether the step syncs with the device (it evaluates or saves)."""
+    return self.evaluate or self.save
+
+
+def due_at(step: int, num_steps: int, config, stop_requested: bool) -> Due:
+  """What is due after step `step` of `num_steps` (big_vision's itstime,
+  asked once for every action); `config` gives the intervals."""
+  last = step == num_steps
+  return Due(
+    log=step % config.log_every_steps == 0,
+    evaluate=last or step % config.eval_every_steps == 0,
+    save=last or stop_requested or step % config.checkpoint_every_steps == 0,
+    stop=stop_requested,
+  )
 
 
 def first_nonfinite(step_metrics: list[dict], first_step: int):
@@ -253,7 +282,7 @@ def calibrate(eta: Eta, train_steps, eval_fn, state, batches, rng) -> str:
   Args:
     eta: the run's Eta.
     train_steps: {image size: compiled train step}.
-    eval_fn: the compiled evaluation step.
+    eval_fn: the compiled evaluation step, called on a batch.
     state: the train state.
     batches: (a blank training batch, a blank evaluation batch), global.
     rng: the training steps' rng.
@@ -267,7 +296,7 @@ def calibrate(eta: Eta, train_steps, eval_fn, state, batches, rng) -> str:
     eta.record_compile(first - seconds)
     eta.record_steps(size, 1, seconds)
     parts.append(f'{seconds:.2f} s a step at {size} px')
-  first, seconds = _seconds(lambda: eval_fn(state, eval_batch))
+  first, seconds = _seconds(lambda: eval_fn(eval_batch))
   eta.record_evaluation(len(eval_batch['label']), seconds)
   parts.append(f'{seconds / len(eval_batch["label"]) * 1e3:.1f} ms an '
                'evaluated image')  # fmt: skip

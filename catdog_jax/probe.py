@@ -28,6 +28,7 @@ from catdog_jax import checkpointing
 from catdog_jax import fileio
 from catdog_jax import losses
 from catdog_jax import mesh
+from catdog_jax import models
 from catdog_jax import run as run_lib
 from catdog_jax import state as state_lib
 from catdog_jax import workdir as workdir_lib
@@ -53,7 +54,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 @functools.partial(jax.jit, static_argnames='apply_fn')
 def _features(apply_fn, variables, images):
-  images = evaluate.preprocess(images)
+  images = models.preprocess(images)
   return apply_fn(variables, images, features_only=True)
 
 
@@ -172,8 +173,9 @@ def probe(run: run_lib.Run):
     data_sharding, replicated = mesh.create_shardings()
     eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
     predictions = {
-      split: evaluate.evaluate(eval_fn, state, run.splits[split], run.source,
-                               config, data_sharding)
+      split: evaluate.evaluate(eval_fn, evaluate.eval_variables(state),
+                               run.splits[split], run.source, config,
+                               data_sharding)
       for split in ('val', 'test')
     }  # fmt: skip
   else:
@@ -190,7 +192,10 @@ def probe(run: run_lib.Run):
     metrics={checkpointing.BEST_METRIC: val_metrics['accuracy']},
   )
   manager.wait_until_finished()
-  run_lib.finish_run(run, state, step, 0, val_metrics, predictions['test'])
+  run_lib.finish_run(
+    run, evaluate.eval_variables(state), step, 0, val_metrics,
+    predictions['test'],
+  )  # fmt: skip
   return state
 
 

@@ -169,13 +169,14 @@ def record_temperature(run: Run, step: int, val) -> None:
 
 def finish_run(
   run: Run,
-  state,
+  variables,
   step: int,
   start_step: int,
   val_metrics: dict | None,
   test: evaluate.Predictions | None,
 ) -> None:
-  """Writes the final figures of the model of step `step`, the run record,
+  """Writes the final figures of the model of step `step` (`variables`: its
+  evaluated weights and statistics), the run record,
   and with a test split its predictions and the report (first process
   only). With eval.temperature_scaling the test split's figures are of
   the model calibrated by step `step`'s temperature (`record_temperature`).
@@ -192,6 +193,6 @@ def finish_run(
   run.write_json(workdir_lib.EVAL_TEST, test.metrics() | {'step': step})
   report.write_predictions(run.workdir, test)
   path = report.write_run_report(
-    run.workdir, run.config, state, run.source, step
+    run.workdir, run.config, variables, run.source, step
   )
   logging.info('Test:\n%s\nReport: %s', test.report(), path)

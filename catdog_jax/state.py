@@ -1,7 +1,8 @@
 """The train state: what a checkpoint holds, and how to make an empty one.
 
-Training initialises it; inference only needs its shapes (`abstract_state`)
-to restore a checkpoint into, so it never pays for an initialisation.
+Training initialises it and resumes into its shapes (`abstract_state`, also
+what the lowering tests compile against). Inference never builds one: it
+restores the model's variables alone (`inference.restore_variables`).
 """
 
 import functools
@@ -13,8 +14,7 @@ import ml_collections
 from flax import struct
 from flax.training import train_state
 
-from catdog_jax import models
-from catdog_jax import onednn
+from catdog_jax import inference
 from catdog_jax import optimizer
 from catdog_jax.models import pretrained
 
@@ -39,12 +39,7 @@ def create_train_state(
   `num_steps` sets the learning-rate schedule's length; it does not change
   any array's shape, so restoring for inference may pass any value.
   """
-  model = models.create_model(
-    config.model,
-    jnp.dtype(config.dtype),
-    config.optimizer.freeze,
-    onednn.conv_for(config.cpu_convolutions),
-  )
+  model = inference.create_model(config)
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3), jnp.float32)
   variables = model.init(rng, images)

@@ -7,8 +7,11 @@ optimizer, the state, the mesh and the loop's host-side helpers (`loop`)
 live in their own modules, which never import this one.
 """
 
+import dataclasses
 import functools
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +23,12 @@ from absl import logging
 from catdog_jax import augment
 from catdog_jax import checkpointing
 from catdog_jax import classes
+from catdog_jax import inference
 from catdog_jax import loop
 from catdog_jax import losses
 from catdog_jax import mesh
 from catdog_jax import metric_writers
+from catdog_jax import models
 from catdog_jax import optimizer
 from catdog_jax import run as run_lib
 from catdog_jax import settings
@@ -32,6 +37,7 @@ from catdog_jax import text
 from catdog_jax import whitening
 from catdog_jax import workdir as workdir_lib
 from catdog_jax import xla_cpu
+from catdog_jax.data import augmentation
 from catdog_jax.data import dataset
 from catdog_jax.data import input_pipeline
 from catdog_jax.evaluation import evaluate
@@ -70,9 +76,9 @@ def train_step(
   """
   step_rng = jax.random.fold_in(rng, state.step)
   augment_rng, dropout_rng = jax.random.split(step_rng)
-  images = evaluate.preprocess(batch['image'])
+  images = models.preprocess(batch['image'])
   resizing = image_size not in (None, images.shape[1])
-  if augment.is_enabled(config.augment) or resizing:
+  if augmentation.is_enabled(config.augment) or resizing:
     images = augment.augment(augment_rng, images, config.augment, image_size)
   targets = batch['label']
   if config.augment.cutmix:
@@ -184,23 +190,41 @@ def initial_state(run: run_lib.Run, state, manager, train_iter):
   return state, 0
 
 
-def evaluate_split(run, eval_fn, state, split, outputs, step):
-  """Predictions of one split by `state`; its metrics logged and, unless
-  the writer is None (a checkpoint measured again), written; its time given
-  to the ETA. `outputs`: (batch sharding, metric writer, loop.Eta)."""
-  sharding, writer, eta = outputs
+@dataclasses.dataclass(frozen=True)
+class Launch:
+  """What one launch of a run evaluates, records and saves with.
+
+  Attributes:
+    run: the open run.
+    eval_fn: the compiled evaluation step (`evaluate.compile_eval_step`).
+    data_sharding: the batch sharding of `eval_fn`.
+    writer: the metric writer.
+    eta: the run's loop.Eta, given each evaluation's time.
+    manager: the checkpoint manager.
+    train_iter: the training iterator, saved with each checkpoint.
+  """
+
+  run: run_lib.Run
+  eval_fn: Callable
+  data_sharding: Any
+  writer: Any
+  eta: loop.Eta
+  manager: Any
+  train_iter: Any
+
+
+def evaluate_split(launch: Launch, variables, split: str, step: int):
+  """(metrics, predictions) of one split by the model `variables` of
+  checkpoint `step`; the metrics logged, the time given to the ETA."""
+  run = launch.run
   started = time.perf_counter()
   predictions = evaluate.evaluate(
-    eval_fn, state, run.splits[split], run.source, run.config, sharding
-  )
+    launch.eval_fn, variables, run.splits[split], run.source, run.config,
+    launch.data_sharding,
+  )  # fmt: skip
   seconds = time.perf_counter() - started
-  eta.record_evaluation(len(run.splits[split]), seconds)
+  launch.eta.record_evaluation(len(run.splits[split]), seconds)
   metrics = predictions.metrics()
-  if writer is not None:
-    writer.write_scalars(
-      step,
-      {f'{split}_{k}': v for k, v in metrics.items() if isinstance(v, float)},
-    )
   logging.info(
     '%s at step %d: accuracy %.4f, log-loss %.4f (%d images, %.0f s).',
     {'val': 'Validation', 'test': 'Test'}[split], step,
@@ -209,16 +233,43 @@ def evaluate_split(run, eval_fn, state, split, outputs, step):
   return metrics, predictions
 
 
-def chosen_checkpoint(run, state, total_steps: int, sharding):
-  """(state, step) of the checkpoint predict and eval use (the best by
-  validation accuracy): `state` itself when that is the last step's, else
+def write_metrics(writer, step: int, split: str, metrics: dict) -> None:
+  """A split's scalar metrics, as '{split}_{name}', to `writer`."""
+  writer.write_scalars(
+    step,
+    {f'{split}_{k}': v for k, v in metrics.items() if isinstance(v, float)},
+  )
+
+
+def evaluate_and_save(launch: Launch, state, step: int, due: loop.Due,
+                      stop: loop.StopSignal):  # fmt: skip
+  """Validates and checkpoints `state` at `step`, as `due` says; returns
+  the validation metrics, or None where none were measured."""
+  run = launch.run
+  val_metrics = None
+  if due.evaluate and run.splits['val']:
+    val_metrics, val = evaluate_split(
+      launch, evaluate.eval_variables(state), 'val', step
+    )
+    write_metrics(launch.writer, step, 'val', val_metrics)
+  if due.stop:
+    stop.announce(step)
+  if due.save:
+    if val_metrics:
+      run_lib.record_temperature(run, step, val)
+    best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
+    checkpointing.save(launch.manager, step, state, launch.train_iter, best)
+  return val_metrics
+
+
+def chosen_variables(run, state, total_steps: int, sharding):
+  """(variables, step) of the checkpoint predict and eval use (the best by
+  validation accuracy): `state`'s own when that is the last step's, else
   restored with `sharding`."""
   best = checkpointing.inference_step(run.workdir)
   if best is None or best == total_steps:
-    return state, total_steps
-  return checkpointing.restore_for_inference(
-    run.workdir, state_lib.abstract_state(run.config, sharding), best
-  )
+    return evaluate.eval_variables(state), total_steps
+  return inference.restore_variables(run.workdir, run.config, sharding, best)
 
 
 def blank_batches(config, sharding):
@@ -261,8 +312,9 @@ def recalibration_sample(examples, count: int, seed: int):
   return [sample[i] for i in order]
 
 
-def recalibrate_batch_norm(state, examples, source, config):
-  """evaluate.recalibrate_batch_norm on eval.recalibrate_bn_batches batches
+def recalibrate_batch_norm(apply_fn, variables, examples, source, config):
+  """`variables` with their BatchNorm statistics recomputed
+  (`evaluate.recalibrate_batch_norm`) on eval.recalibrate_bn_batches batches
   of training `examples` (`recalibration_sample`), un-augmented, at
   data.image_size, the evaluation size."""
   count = config.eval.recalibrate_bn_batches * config.batch_size
@@ -270,15 +322,15 @@ def recalibrate_batch_norm(state, examples, source, config):
     recalibration_sample(examples, count, config.seed), source, config.data
   )['image']
   _, replicated = mesh.create_shardings()
-  state = evaluate.recalibrate_batch_norm(
-    state, images, config.batch_size, replicated
+  variables = evaluate.recalibrate_batch_norm(
+    apply_fn, variables, images, config.batch_size, replicated
   )
   logging.info(
     'BatchNorm statistics recomputed on %d training images at %d px.',
     len(images) // config.batch_size * config.batch_size,
     config.data.image_size,
   )
-  return state
+  return variables
 
 
 def compile_steps(run: run_lib.Run, total_steps: int, shardings):
@@ -322,7 +374,7 @@ def train_and_evaluate(
 def train(run: run_lib.Run):
   """train_and_evaluate's work, in an open run."""
   config = run.config
-  total_steps = loop.num_train_steps(config, len(run.splits['train']))
+  total_steps = input_pipeline.num_train_steps(config, len(run.splits['train']))
   if warning := settings.warmup_warning(config, total_steps):
     logging.warning(warning)
 
@@ -359,14 +411,17 @@ def train(run: run_lib.Run):
   sizes = [train_image_size(config, s, total_steps)
            for s in range(1, total_steps + 1)]  # fmt: skip
   eta = create_eta(run, sizes)
+  evaluate_batch = functools.partial(eval_fn, evaluate.eval_variables(state))
   logging.info(loop.calibrate(
-    eta, train_steps, eval_fn, state, blank_batches(config, data_sharding),
-    step_rng,
+    eta, train_steps, evaluate_batch, state,
+    blank_batches(config, data_sharding), step_rng,
   ))  # fmt: skip
   logging.info('About %s for this launch; a progress line every %d steps.',
                text.duration(eta.seconds_left(start_step)),
                config.log_every_steps)  # fmt: skip
-  val_metrics = log_due = None
+  launch = Launch(run, eval_fn, data_sharding, writer, eta, manager, train_iter)
+  val_metrics = {}  # By step: what this launch measured, for the end.
+  postponed_log = None  # The step whose progress line waits for the next.
   with (
     loop.StopSignal() as stop,
     loop.terminal_bar(total_steps, start_step) as bar,
@@ -382,56 +437,42 @@ def train(run: run_lib.Run):
           logging.info('Training at %d px from step %d.', size, step)
         state, metrics = train_steps[size](state, batch, step_rng)
         train_log.append(metrics)
-        if log_due:
-          train_log.check_and_write(log_due)
-        is_last = step == total_steps
-        if is_last and config.eval.recalibrate_bn_batches:
-          state = recalibrate_batch_norm(
-            state, run.splits['train'], run.source, config
-          )
-        is_eval = is_last or step % config.eval_every_steps == 0
-        is_checkpoint = (
-          is_last or stop.requested or step % config.checkpoint_every_steps == 0
-        )
-        log_due = step if step % config.log_every_steps == 0 else None
-        if not (is_eval or is_checkpoint):
-          continue
-        train_log.check_and_write(step)
-        log_due = val_metrics = None
-        if is_eval and run.splits['val']:
-          val_metrics, val = evaluate_split(
-            run, eval_fn, state, 'val', (data_sharding, writer, eta), step
-          )
-        if stop.requested:
-          stop.announce(step)
-        if is_checkpoint:
-          if val_metrics:
-            run_lib.record_temperature(run, step, val)
-          best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
-          checkpointing.save(manager, step, state, train_iter, best)
-        if stop.requested:
+        if postponed_log:
+          train_log.check_and_write(postponed_log)
+        due = loop.due_at(step, total_steps, config, stop.requested)
+        postponed_log = step if due.log and not due.waits_for_device else None
+        if due.waits_for_device:
+          train_log.check_and_write(step)
+          if step == total_steps and config.eval.recalibrate_bn_batches:
+            recalibrated = recalibrate_batch_norm(
+              state.apply_fn, evaluate.eval_variables(state),
+              run.splits['train'], run.source, config,
+            )  # fmt: skip
+            state = state.replace(batch_stats=recalibrated['batch_stats'])
+          val_metrics[step] = evaluate_and_save(launch, state, step, due, stop)
+          train_log.restart_clock(step)
+        if due.stop:
           logging.warning('Stopped at step %d; relaunch to resume.', step)
           break
-        train_log.restart_clock(step)
     finally:
       # Also on divergence: the last good checkpoint must finish writing.
       checkpointing.wait_until_saved(manager)
 
   # Final evaluation, of the checkpoint predict and eval will use.
   if not stop.requested:
-    chosen, chosen_step = chosen_checkpoint(run, state, total_steps, replicated)
-    if chosen_step != total_steps:
+    chosen, chosen_step = chosen_variables(run, state, total_steps, replicated)
+    if val_metrics.get(chosen_step) is None and run.splits['val']:
       # Measured again, not written: metrics.jsonl has its step's figures.
-      val_metrics, _ = evaluate_split(
-        run, eval_fn, chosen, 'val', (data_sharding, None, eta), chosen_step
+      val_metrics[chosen_step], _ = evaluate_split(
+        launch, chosen, 'val', chosen_step
       )
     test = None
     if run.splits['test']:
-      outputs = (data_sharding, writer, eta)
-      _, test = evaluate_split(
-        run, eval_fn, chosen, 'test', outputs, chosen_step
-      )
+      test_metrics, test = evaluate_split(launch, chosen, 'test', chosen_step)
+      write_metrics(writer, chosen_step, 'test', test_metrics)
     writer.flush()  # The report plots metrics.jsonl.
-    run_lib.finish_run(run, chosen, chosen_step, start_step, val_metrics, test)
+    run_lib.finish_run(
+      run, chosen, chosen_step, start_step, val_metrics.get(chosen_step), test
+    )
   writer.close()
   return state

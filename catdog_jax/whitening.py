@@ -17,11 +17,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from catdog_jax import models
 from catdog_jax import state as state_lib
 from catdog_jax.data import dataset
 from catdog_jax.data import input_pipeline
 from catdog_jax.errors import UsageError
-from catdog_jax.evaluation import evaluate
 from catdog_jax.models import resnet
 
 NUM_IMAGES = 512  # Training images spread over the split (dataset.spread).
@@ -72,7 +72,7 @@ def whiten_stem(state, examples, source, config: ml_collections.ConfigDict):
   sample = input_pipeline.load_all(
     dataset.spread(examples, NUM_IMAGES), source, config.data
   )
-  images = np.asarray(evaluate.preprocess(sample['image']))
+  images = np.asarray(models.preprocess(sample['image']))
   strides = config.model.get('stem_strides', resnet.ResNet.stem_strides)
   kernel = whitening_kernel(images, config.model.widths[0], strides)
   logging.info('Whitened the stem on the patches of %d images.', len(images))

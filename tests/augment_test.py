@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from catdog_jax import augment
+from catdog_jax.data import augmentation
 from configs import base
 
 SIZE = 24
@@ -24,8 +25,8 @@ def ramp(batch: int = 64):
 
 
 def test_the_seed_recipe_augments_nothing():
-  assert not augment.is_enabled(base.get_config().augment)
-  assert augment.is_enabled(augment_config(flip=True))
+  assert not augmentation.is_enabled(base.get_config().augment)
+  assert augmentation.is_enabled(augment_config(flip=True))
 
 
 def test_flip_mirrors_some_images_and_keeps_the_others():
@@ -108,7 +109,7 @@ def test_zooming_out_shows_the_whole_image_smaller_inside_gray():
 
 def test_zooming_out_alone_is_a_crop_switch():
   config = augment_config(crop_max_area=2.0)
-  assert augment.crops(config) and augment.is_enabled(config)
+  assert augmentation.crops(config) and augmentation.is_enabled(config)
   out = np.asarray(augment.augment(jax.random.key(3), ramp(8), config))
   # Every box is at least the image's size: gray shows in nearly all.
   assert (out == augment.ZOOM_OUT_FILL).all(axis=-1).any(axis=(1, 2)).sum() >= 6

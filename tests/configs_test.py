@@ -9,9 +9,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from catdog_jax import augment
 from catdog_jax import settings
 from catdog_jax import workdir
+from catdog_jax.data import augmentation
 from configs import base
 
 CONFIGS = (
@@ -116,7 +116,7 @@ def test_base_has_every_switch_off_and_no_other_placeholder():
   flat = flatten(base.get_config())
   assert {key: flat[key] for key in SWITCHES_OFF} == SWITCHES_OFF
   assert {key for key, value in flat.items() if value is None} == OPTIONAL
-  assert not augment.is_enabled(base.get_config().augment)
+  assert not augmentation.is_enabled(base.get_config().augment)
 
 
 def test_an_older_workdir_gets_every_field_added_since():

@@ -219,7 +219,7 @@ def probe_logits(workdir) -> tuple[np.ndarray, np.ndarray]:
   whole_model = predictor.predict(splits['test'], source).logits
   with np.load(os.path.join(workdir, 'features_test.npz')) as cached:
     features = cached['features']
-  head = predictor.state.params['logit']
+  head = predictor.variables['params']['logit']
   from_features = features @ np.asarray(head['kernel']) + head['bias']
   return whole_model, from_features[:, 0]
 

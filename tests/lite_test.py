@@ -90,7 +90,7 @@ def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
   predictor = predict.Predictor(workdir)
   loaded = package_variables(predictor.config)
   for collection in ('params', 'batch_stats'):
-    restored = flat(getattr(predictor.state, collection))
+    restored = flat(predictor.variables[collection])
     for name, value in flat(loaded[collection]).items():
       np.testing.assert_array_equal(restored[name], value, err_msg=name)
   # predict's logits are the ImageNet head's dog-vs-cat log-odds.
@@ -120,7 +120,7 @@ def test_zero_shot_workdir_exports_and_summarises(
   assert len(source['init_sha256']) == 64
   config = predict.load_config(zero_shot_workdir)
   rows = summary.summarize(models.create_model(config.model), 32)
-  restored = predict.Predictor(zero_shot_workdir).state.params
+  restored = predict.Predictor(zero_shot_workdir).variables['params']
   assert sum(row[3] for row in rows) == sum(
     x.size for x in jax.tree.leaves(restored)
   )

@@ -78,7 +78,7 @@ def test_steps_lower_for_gpu_and_tpu(name):
     assert (BATCH, SIZE, SIZE, 3) in shapes
   eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
   exported = export.export(eval_fn, platforms=PLATFORMS)(
-    state, batch_shapes(True)
+    evaluate.eval_variables(state), batch_shapes(True)
   )
   assert exported.platforms == PLATFORMS
   # Logits, labels and mask, one per example.

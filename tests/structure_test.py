@@ -16,6 +16,8 @@ PACKAGE = 'catdog_jax'
 # The root modules every family may use.
 SHARED = {'errors', 'classes', 'fileio', 'workdir'}
 TRAINERS = {'train', 'probe', 'run', 'settings'}
+# What only training needs: inference restores a model without them.
+TRAINING_PARTS = TRAINERS | {'loop', 'state', 'augment', 'optimizer'}
 
 
 def module_names(package: str) -> dict[str, str]:
@@ -131,6 +133,16 @@ def test_evaluation_data_models_and_serving_never_reach_a_trainer(module):
   assert members
   for member in members:
     assert not TRAINERS & reachable(graph, member), member
+
+
+@pytest.mark.parametrize('module', ['evaluation', 'serving', 'inference'])
+def test_inference_reaches_no_part_of_training(module):
+  graph = import_graph(PACKAGE)
+  members = family(graph, module)
+  assert members
+  for member in members:
+    reached = reachable(graph, member) | graph[member]
+    assert not TRAINING_PARTS & reached, (member, TRAINING_PARTS & reached)
 
 
 def test_models_depend_on_nothing_of_the_project_but_errors():

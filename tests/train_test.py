@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from catdog_jax import loop
 from catdog_jax import losses
+from catdog_jax import models
 from catdog_jax import optimizer
 from catdog_jax import settings
 from catdog_jax import state as state_lib
@@ -151,7 +151,7 @@ def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
   )
   _, metrics = step(state, batch, jax.random.key(1))
   resized = jax.image.resize(
-    evaluate.preprocess(batch['image']), (8, 16, 16, 3), 'linear'
+    models.preprocess(batch['image']), (8, 16, 16, 3), 'linear'
   )
   logits, _ = state.apply_fn(
     {'params': state.params, 'batch_stats': state.batch_stats},
@@ -165,14 +165,6 @@ def test_train_step_at_a_smaller_size_trains_on_resized_images(flat_dataset):
   np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
   _, full_size = jitted_train_step(config)(state, batch, jax.random.key(1))
   assert not np.isclose(metrics['loss'], full_size['loss'])
-
-
-def test_num_train_steps_from_epochs():
-  config = helpers.tiny_config('/data', num_train_steps=None)
-  config.num_epochs = 3
-  assert loop.num_train_steps(config, num_train=100) == 3 * 100 // 8
-  config.num_train_steps = 7
-  assert loop.num_train_steps(config, num_train=100) == 7
 
 
 def read_json(workdir, name):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from catdog_jax import mesh
+from catdog_jax import models
 from catdog_jax import optimizer
 from catdog_jax import settings
 from catdog_jax import train
@@ -79,7 +80,7 @@ def test_the_speed_switches_are_deterministic_and_survive_a_resume(
     splits['train'][: whitening.NUM_IMAGES], source, config.data
   )
   expected = whitening.whitening_kernel(
-    np.asarray(evaluate.preprocess(sample['image'])),
+    np.asarray(models.preprocess(sample['image'])),
     config.model.widths[0],
     1,
   )
@@ -102,14 +103,19 @@ def test_the_speed_switches_are_deterministic_and_survive_a_resume(
     config.data,
   )
   recalibrated = evaluate.recalibrate_batch_norm(
-    plain, recalibration['image'], config.batch_size, replicated
+    plain.apply_fn,
+    evaluate.eval_variables(plain),
+    recalibration['image'],
+    config.batch_size,
+    replicated,
   )
-  jax.tree.map(np.testing.assert_array_equal, recalibrated.batch_stats,
+  jax.tree.map(np.testing.assert_array_equal, recalibrated['batch_stats'],
                state.batch_stats)  # fmt: skip
   # What predict restores is the recalibrated state.
-  restored = predict.Predictor(str(tmp_path)).state
+  restored = predict.Predictor(str(tmp_path))
   assert restored.step == 20
-  jax.tree.map(np.testing.assert_array_equal, restored.batch_stats,
+  restored_stats = restored.variables['batch_stats']
+  jax.tree.map(np.testing.assert_array_equal, restored_stats,
                state.batch_stats)  # fmt: skip
 
   with open(tmp_path / 'eval_test.json') as f:

@@ -23,6 +23,14 @@ from catdog_jax.data.dataset import Example
 ALIGNMENT = 64
 
 
+def num_train_steps(config, num_train: int) -> int:
+  """The run's length in steps: `config.num_train_steps` if set, else
+  `num_epochs` passes of global batches over `num_train` examples."""
+  if config.num_train_steps is not None:
+    return config.num_train_steps
+  return max(1, config.num_epochs * num_train // config.batch_size)
+
+
 def load_image(source, key: str, image_size: int) -> np.ndarray:
   """One indexed item's pixels as every model input: uint8, resized, RGB.
 

@@ -1,10 +1,11 @@
 """Evaluating a model: every example once, as training, predict and eval see it.
 
 The project's honest-evaluation claim rests on this file. Pixels are
-preprocessed on the device by `preprocess`, the same function the train step
-uses; the evaluated weights are `eval_variables` (the EMA when kept); every
-example is predicted exactly once, across all processes, and padding never
-reaches the metrics.
+preprocessed on the device by `models.preprocess`, the same function the train
+step uses; the evaluated weights are `eval_variables` (the EMA when kept), and
+evaluation takes those variables, never a train state; every example is
+predicted exactly once, across all processes, and padding never reaches the
+metrics.
 """
 
 import dataclasses
@@ -18,18 +19,15 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from catdog_jax import inference
 from catdog_jax import mesh
+from catdog_jax import models
 from catdog_jax import xla_cpu
 from catdog_jax.data import input_pipeline
 from catdog_jax.data.dataset import Example
 from catdog_jax.evaluation import metrics as metrics_lib
 
 PROGRESS_EVERY_BATCHES = 50
-
-
-def preprocess(images_bhwc):
-  """uint8 pixels to float32 in [0, 1], on the device inside the step."""
-  return images_bhwc.astype(jnp.float32) / 255.0
 
 
 def eval_variables(state) -> dict:
@@ -85,14 +83,20 @@ def tta_logits(
 
 
 def eval_step(
-  state, batch, *, flip: bool = False, translate: int = 0, temperature=1.0
+  variables,
+  batch,
+  *,
+  apply_fn,
+  flip: bool = False,
+  translate: int = 0,
+  temperature=1.0,
 ):
-  """Logits of a padded batch (`tta_logits`), with its labels and mask
-  passed through."""
+  """Logits of a padded batch (`tta_logits`) by the model `apply_fn` with
+  `variables`, with the batch's labels and mask passed through."""
   logits = tta_logits(
-    state.apply_fn,
-    eval_variables(state),
-    preprocess(batch['image']),
+    apply_fn,
+    variables,
+    models.preprocess(batch['image']),
     flip,
     translate,
     temperature,
@@ -106,10 +110,12 @@ def compile_eval_step(
   replicated,
   temperature: float = 1.0,
 ):
-  """eval_step jitted with the batch sharded, test-time augmentation per
-  config.eval, the logits divided by `temperature`."""
+  """eval_step of the config's model, jitted with the batch sharded,
+  test-time augmentation per config.eval, the logits divided by
+  `temperature`; called as eval_fn(variables, batch)."""
   step = functools.partial(
     eval_step,
+    apply_fn=inference.create_model(config).apply,
     flip=config.eval.flip,
     translate=config.eval.translate,
     temperature=temperature,
@@ -128,11 +134,12 @@ RECALIBRATES = ('resnet', 'mini_xception', 'resnet50', 'efficientnet_lite')
 
 
 def recalibrate_batch_norm(
-  state, images: np.ndarray, batch_size: int, sharding
-):
-  """The state with its BatchNorm running statistics recomputed on `images`.
+  apply_fn, variables, images: np.ndarray, batch_size: int, sharding
+) -> dict:
+  """`variables` with their BatchNorm running statistics recomputed on
+  `images`.
 
-  The evaluated weights run in training mode (batch statistics) over
+  The model `apply_fn` runs in training mode (batch statistics) over
   `images` in order, batch by batch; no weight changes. Each batch moves the
   running averages by the model's momentum (0.9), so 50 batches leave 0.5%
   of the statistics training ended with. Training at a smaller size than
@@ -140,28 +147,29 @@ def recalibrate_batch_norm(
   scale; these are of the evaluation size.
 
   Args:
-    state: a TrainState with batch_stats.
+    apply_fn: the model's apply function.
+    variables: {'params', 'batch_stats'}, as `eval_variables` gives them.
     images: uint8 [N, S, S, 3], the same on every process; a remainder
       smaller than batch_size is left out.
     batch_size: images per batch.
     sharding: the replicated sharding (every device computes every batch).
   """
 
-  def update(state, images):
-    _, updates = state.apply_fn(
-      eval_variables(state),
-      preprocess(images),
+  def update(variables, images):
+    _, updates = apply_fn(
+      variables,
+      models.preprocess(images),
       train=True,
       mutable=['batch_stats'],
       rngs={'dropout': jax.random.key(0)},  # Dropout is after every norm.
     )
-    return state.replace(batch_stats=updates['batch_stats'])
+    return variables | {'batch_stats': updates['batch_stats']}
 
   update = jax.jit(update, out_shardings=sharding)
   for start in range(0, len(images) - batch_size + 1, batch_size):
     batch = mesh.to_global(images[start : start + batch_size], sharding)
-    state = update(state, batch)
-  return state
+    variables = update(variables, batch)
+  return variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +201,7 @@ class Predictions:
 
 def evaluate(
   eval_fn,
-  state,
+  variables,
   examples: Sequence[Example],
   source,
   config: ml_collections.ConfigDict,
@@ -206,7 +214,8 @@ def evaluate(
 
   Args:
     eval_fn: `compile_eval_step`'s function.
-    state: the train state (or anything with its params and apply_fn).
+    variables: what `eval_fn` applies (`eval_variables`,
+      `inference.restore_variables`).
     examples: what to evaluate, in the order of the result.
     source: where their pixels come from.
     config: the run's config (batch_size, data).
@@ -223,7 +232,7 @@ def evaluate(
   num_batches = len(shards[0]) // local_batch
   outputs = []
   for i, batch in enumerate(batches, start=1):
-    outputs.append(eval_fn(state, mesh.to_global(batch, sharding)))
+    outputs.append(eval_fn(variables, mesh.to_global(batch, sharding)))
     if i % PROGRESS_EVERY_BATCHES == 0:
       logging.info('Evaluated %d/%d batches.', i, num_batches)
   outputs = multihost_utils.process_allgather(outputs, tiled=True)

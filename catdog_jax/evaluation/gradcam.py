@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from catdog_jax import classes
-from catdog_jax.evaluation import evaluate
+from catdog_jax import models
 from catdog_jax.models import summary
 
 POOLING_LAYERS = ('MaxPool2x2', 'GlobalAvgPool')
@@ -41,7 +41,7 @@ def _forward(apply_fn, variables, images_bhwc, layer, delta):
     return next_fn(*args, **kwargs)
 
   with nn.intercept_methods(add_delta):
-    logits = apply_fn(variables, evaluate.preprocess(images_bhwc))
+    logits = apply_fn(variables, models.preprocess(images_bhwc))
   return logits, captured[0]
 
 

@@ -16,13 +16,13 @@ from absl import logging
 
 from catdog_jax import checkpointing
 from catdog_jax import fileio
-from catdog_jax import loop
+from catdog_jax import inference
 from catdog_jax import mesh
 from catdog_jax import metric_writers
-from catdog_jax import state as state_lib
 from catdog_jax import text
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.data import dataset
+from catdog_jax.data import input_pipeline
 from catdog_jax.data import sources
 from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import calibration
@@ -72,7 +72,17 @@ def find_images(patterns: str | Sequence[str]) -> list[str]:
 
 class Predictor:
   """A restored model and its compiled evaluation step, its logits divided
-  by the checkpoint's fitted temperature (1.0 where none was fitted)."""
+  by the checkpoint's fitted temperature (1.0 where none was fitted).
+
+  Attributes:
+    config: the run's config, in today's shape.
+    step: the restored checkpoint's step.
+    apply_fn: the model's apply function.
+    variables: its evaluated weights and statistics
+      (`inference.restore_variables`: no optimizer state).
+    temperature: the checkpoint's fitted temperature.
+    eval_fn: `evaluate.compile_eval_step`'s function, with that temperature.
+  """
 
   def __init__(self, workdir: str, step: int | None = None):
     """Restores checkpoint `step` of `workdir`, else its best, else newest."""
@@ -80,8 +90,9 @@ class Predictor:
     if step is None and checkpointing.inference_step(workdir) is None:
       raise UsageError(no_checkpoint_yet(workdir, self.config))
     self._data_sharding, replicated = mesh.create_shardings()
-    self.state, self.step = checkpointing.restore_for_inference(
-      workdir, state_lib.abstract_state(self.config, replicated), step
+    self.apply_fn = inference.create_model(self.config).apply
+    self.variables, self.step = inference.restore_variables(
+      workdir, self.config, replicated, step
     )
     self.temperature = calibration.read_temperature(workdir, self.step)
     self.eval_fn = evaluate.compile_eval_step(
@@ -91,7 +102,7 @@ class Predictor:
   def predict(self, examples, source) -> evaluate.Predictions:
     """The examples' logits, as training's evaluation computes them."""
     return evaluate.evaluate(
-      self.eval_fn, self.state, examples, source, self.config,
+      self.eval_fn, self.variables, examples, source, self.config,
       self._data_sharding,
     )  # fmt: skip
 
@@ -108,7 +119,7 @@ def no_checkpoint_yet(workdir: str, config) -> str:
   total = ''
   if os.path.exists(report_path):
     num_train = sum(fileio.read_json(report_path)['splits']['train'].values())
-    total = f' of {loop.num_train_steps(config, num_train)}'
+    total = f' of {input_pipeline.num_train_steps(config, num_train)}'
   return (
     f'{workdir!r} has no checkpoint yet: its run is at step '
     f'{records[-1]["step"]}{total}, and its first checkpoint comes at step '
@@ -295,4 +306,6 @@ def regenerate_report(workdir: str) -> str:
   predictor = Predictor(workdir, step)
   config = predictor.config
   source = sources.create_source(config.data)
-  return report.write_run_report(workdir, config, predictor.state, source, step)
+  return report.write_run_report(
+    workdir, config, predictor.variables, source, step
+  )

@@ -11,14 +11,15 @@ import os
 import numpy as np
 from absl import logging
 
-from catdog_jax import augment
 from catdog_jax import checkpointing
 from catdog_jax import classes
 from catdog_jax import fileio
+from catdog_jax import inference
 from catdog_jax import metric_writers
 from catdog_jax import models
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.classes import CLASS_NAMES
+from catdog_jax.data import augmentation
 from catdog_jax.data import input_pipeline
 from catdog_jax.evaluation import calibration
 from catdog_jax.evaluation import evaluate
@@ -233,7 +234,7 @@ def curves_note(config) -> str | None:
   reasons = []
   if config.label_smoothing:
     reasons.append(f'targets smoothed by {config.label_smoothing:g}')
-  if augment.is_enabled(config.augment) or config.augment.cutmix:
+  if augmentation.is_enabled(config.augment) or config.augment.cutmix:
     reasons.append('augmented images')
   if not reasons:
     return None
@@ -244,10 +245,11 @@ def curves_note(config) -> str | None:
   )
 
 
-def draw_plots(workdir, config, state, source, records) -> list[str]:
+def draw_plots(workdir, config, variables, source, records) -> list[str]:
   """Every figure under workdir/plots/; returns their names.
 
-  `records` are the run's metrics.jsonl lines.
+  `variables` are the model's evaluated weights and statistics; `records`
+  the run's metrics.jsonl lines.
   """
   out = workdir_lib.path(workdir, workdir_lib.PLOTS)
   os.makedirs(out, exist_ok=True)
@@ -278,15 +280,13 @@ def draw_plots(workdir, config, state, source, records) -> list[str]:
   confident = np.argsort(-np.abs(logits))
   chosen = [i for i in confident if right[i]][:4]
   chosen += [i for i in worst if not right[i]][:4]
-  model = models.create_model(config.model)
+  model = inference.create_model(config)
   layer = gradcam.last_pooling_layer(model, size)
   if layer is None:  # A ViT: no feature map before a pooling layer.
     logging.info('No Grad-CAM: the model has no pooling layer.')
     return names
   batch = load_images(source, [keys[i] for i in chosen], size)
-  heatmaps = gradcam.gradcam(
-    state.apply_fn, evaluate.eval_variables(state), batch, layer
-  )
+  heatmaps = gradcam.gradcam(model.apply, variables, batch, layer)
   plots.plot_image_grid(
     [plots.overlay_heatmap(i, h) for i, h in zip(batch, heatmaps, strict=True)],
     [
@@ -303,13 +303,13 @@ def draw_plots(workdir, config, state, source, records) -> list[str]:
   return names
 
 
-def write_run_report(workdir, config, state, source, step) -> str:
+def write_run_report(workdir, config, variables, source, step) -> str:
   """Redraws the plots and writes `workdir/report.md`; returns its path."""
   records = metric_writers.read_jsonl(
     workdir_lib.path(workdir, workdir_lib.METRICS)
   )
   try:
-    plot_names = draw_plots(workdir, config, state, source, records)
+    plot_names = draw_plots(workdir, config, variables, source, records)
   except OSError as e:
     if fileio.is_disk_full(e):
       plots_dir = workdir_lib.path(workdir, workdir_lib.PLOTS)

@@ -41,6 +41,12 @@ INIT_FIELDS = frozenset(
 _FROM_TRAINING = frozenset({'frozen', 'dtype', 'conv_fn'})
 
 
+def preprocess(images_bhwc):
+  """uint8 pixels to the float32 in [0, 1] every model takes, on the device
+  inside the jitted step: training, evaluation and export share it."""
+  return images_bhwc.astype(jnp.float32) / 255.0
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError unless `config` (the `model` group) names a model and
   only fields that model has."""

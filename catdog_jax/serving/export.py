@@ -64,6 +64,7 @@ def weights_sha256(variables) -> str:
 def inference_fn(config, variables, temperature: float = 1.0):
   """uint8 images [B, S, S, 3] -> p(dog) [B], as evaluation computes it,
   the logits divided by `temperature` (the checkpoint's fitted one)."""
+  # XLA's convolutions: oneDNN's custom call would not run elsewhere.
   model = models.create_model(
     config.model, jnp.dtype(config.dtype), config.optimizer.freeze
   )
@@ -72,7 +73,7 @@ def inference_fn(config, variables, temperature: float = 1.0):
     logits = evaluate.tta_logits(
       model.apply,
       variables,
-      evaluate.preprocess(images),
+      models.preprocess(images),
       config.eval.flip,
       config.eval.translate,
       temperature,
@@ -124,7 +125,7 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
   """
   predictor = predict.Predictor(workdir)
   config = predictor.config
-  variables = evaluate.eval_variables(predictor.state)
+  variables = predictor.variables
   size = config.data.image_size
   images = jax.ShapeDtypeStruct(
     jax.export.symbolic_shape(f'batch, {size}, {size}, 3'), jnp.uint8

@@ -29,7 +29,6 @@ from catdog_jax.data import dataset
 from catdog_jax.data import input_pipeline
 from catdog_jax.data import sources
 from catdog_jax.errors import UsageError
-from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import gradcam
 from catdog_jax.evaluation import metrics
 from catdog_jax.evaluation import plots
@@ -66,8 +65,10 @@ class Classifier:
       'label': np.zeros(1, np.int32),
       'mask': np.ones(1, bool),
     }
-    state = self.predictor.state
-    out = self.predictor.eval_fn(state, mesh.to_global(batch, self._sharding))
+    variables = self.predictor.variables
+    out = self.predictor.eval_fn(
+      variables, mesh.to_global(batch, self._sharding)
+    )
     logit = float(np.asarray(out['logit'])[0])
     result = {
       'name': name,
@@ -77,9 +78,8 @@ class Classifier:
     }
     if with_gradcam and self._layer is not None:
       heatmap = gradcam.gradcam(
-        state.apply_fn, evaluate.eval_variables(state), image[None],
-        self._layer,
-      )[0]  # fmt: skip
+        self.predictor.apply_fn, variables, image[None], self._layer
+      )[0]
       result['gradcam'] = png(plots.overlay_heatmap(image, heatmap))
     return result
 

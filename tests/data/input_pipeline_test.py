@@ -145,3 +145,11 @@ def test_cached_and_decoded_iterators_share_their_state(flat_dataset):
   resumed = iterator(True)
   resumed.set_state(decoded.get_state())
   np.testing.assert_array_equal(next(resumed)['image'], next(decoded)['image'])
+
+
+def test_num_train_steps_from_epochs():
+  config = helpers.tiny_config('/data', num_train_steps=None)
+  config.num_epochs = 3
+  assert ip.num_train_steps(config, num_train=100) == 3 * 100 // 8
+  config.num_train_steps = 7
+  assert ip.num_train_steps(config, num_train=100) == 7

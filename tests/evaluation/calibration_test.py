@@ -124,9 +124,11 @@ def test_predict_eval_and_export_divide_by_the_fitted_temperature(
     'mask': np.ones(len(inputs), bool),
   }
   plain_fn = jax.jit(
-    lambda state, batch: evaluate.eval_step(state, batch)['logit']
+    lambda variables, batch: evaluate.eval_step(
+      variables, batch, apply_fn=predictor.apply_fn
+    )['logit']
   )
-  plain = np.asarray(plain_fn(predictor.state, batch), np.float64)
+  plain = np.asarray(plain_fn(predictor.variables, batch), np.float64)
   np.testing.assert_allclose(
     [row['prob_dog'] for row in rows],
     metrics.sigmoid(plain / temperature),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from catdog_jax import mesh
+from catdog_jax import models
 from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax.data import dataset
@@ -18,6 +19,13 @@ def tiny_state(config):
   return state_lib.create_train_state(jax.random.key(0), config, 30)
 
 
+def eval_step(state, batch, **options):
+  """evaluate.eval_step of `state`'s model and evaluated variables."""
+  return evaluate.eval_step(
+    evaluate.eval_variables(state), batch, apply_fn=state.apply_fn, **options
+  )
+
+
 def test_eval_step_passes_labels_and_mask_through(flat_dataset):
   config = helpers.tiny_config(flat_dataset)
   batch = {
@@ -25,7 +33,7 @@ def test_eval_step_passes_labels_and_mask_through(flat_dataset):
     'label': np.array([0, 1, 1, 0], np.int32),
     'mask': np.array([True, True, True, False]),
   }
-  out = evaluate.eval_step(tiny_state(config), batch)
+  out = eval_step(tiny_state(config), batch)
   assert out['logit'].shape == (4,)
   np.testing.assert_array_equal(out['mask'], batch['mask'])
 
@@ -46,11 +54,11 @@ def test_eval_flip_averages_an_image_and_its_mirror(flat_dataset):
   batch = random_batch()
   images = batch['image']
   mirrored = {**batch, 'image': images[:, :, ::-1]}
-  plain = evaluate.eval_step(state, batch)['logit']
-  mirror = evaluate.eval_step(state, mirrored)['logit']
+  plain = eval_step(state, batch)['logit']
+  mirror = eval_step(state, mirrored)['logit']
   assert not np.allclose(plain, mirror)
   np.testing.assert_allclose(
-    evaluate.eval_step(state, batch, flip=True)['logit'],
+    eval_step(state, batch, flip=True)['logit'],
     (plain + mirror) / 2,
     rtol=1e-5,
   )
@@ -83,12 +91,12 @@ def test_eval_translate_weights_the_image_and_two_shifted_copies(
   up_left = {**batch, 'image': padded[:, 6:38, 6:38]}
   for flip in (False, True):
     logit = {
-      name: evaluate.eval_step(state, b, flip=flip)['logit']
+      name: eval_step(state, b, flip=flip)['logit']
       for name, b in [('plain', batch), ('dr', down_right), ('ul', up_left)]
     }
     assert not np.allclose(logit['plain'], logit['dr'])
     np.testing.assert_allclose(
-      evaluate.eval_step(state, batch, flip=flip, translate=3)['logit'],
+      eval_step(state, batch, flip=flip, translate=3)['logit'],
       logit['plain'] / 2 + (logit['dr'] + logit['ul']) / 4,
       rtol=1e-5,
     )
@@ -101,8 +109,8 @@ def test_compile_eval_step_applies_the_configs_augmentation(flat_dataset):
   data_sharding, replicated = mesh.create_shardings()
   eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
   np.testing.assert_allclose(
-    eval_fn(state, batch)['logit'],
-    evaluate.eval_step(state, batch, flip=True, translate=2)['logit'],
+    eval_fn(evaluate.eval_variables(state), batch)['logit'],
+    eval_step(state, batch, flip=True, translate=2)['logit'],
     rtol=1e-5,
   )
 
@@ -130,8 +138,9 @@ def test_evaluate_predicts_every_example_once_in_order(
   data_sharding, replicated = mesh.create_shardings()
   eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
   predictions = evaluate.evaluate(
-    eval_fn, state, examples, source, config, data_sharding
-  )
+    eval_fn, evaluate.eval_variables(state), examples, source, config,
+    data_sharding,
+  )  # fmt: skip
   assert predictions.examples == examples
   np.testing.assert_array_equal(predictions.labels, [e.label for e in examples])
   images = np.stack([
@@ -139,7 +148,7 @@ def test_evaluate_predicts_every_example_once_in_order(
     for e in examples
   ])  # fmt: skip
   expected = state.apply_fn(
-    evaluate.eval_variables(state), evaluate.preprocess(images)
+    evaluate.eval_variables(state), models.preprocess(images)
   )
   np.testing.assert_allclose(predictions.logits, expected, rtol=1e-5)
   assert predictions.logits.dtype == np.float64
@@ -158,7 +167,7 @@ def test_recalibration_moves_batch_norm_statistics_to_the_given_images(
   # The stem's outputs on these images: what its BatchNorm should hold.
   _, captured = state.apply_fn(
     evaluate.eval_variables(state),
-    evaluate.preprocess(images),
+    models.preprocess(images),
     capture_intermediates=lambda module, _: module.name == 'stem',
   )
   stem = np.asarray(captured['intermediates']['stem']['__call__'][0])
@@ -166,10 +175,14 @@ def test_recalibration_moves_batch_norm_statistics_to_the_given_images(
 
   _, replicated = mesh.create_shardings()
   # Three batches of 4 give two; the remainder is left out.
-  state = evaluate.recalibrate_batch_norm(
-    state, np.concatenate([images, images[:3]]), 4, replicated
+  variables = evaluate.recalibrate_batch_norm(
+    state.apply_fn,
+    evaluate.eval_variables(state),
+    np.concatenate([images, images[:3]]),
+    4,
+    replicated,
   )
-  after = state.batch_stats['stem_norm']
+  after = variables['batch_stats']['stem_norm']
   # Two momentum-0.9 updates, each with one half of the images.
   mean, var = before['mean'], before['var']
   for half in (stem[:4], stem[4:]):

@@ -1,0 +1,68 @@
+"""A trained model without its trainer: the network a run's config builds,
+and the variables evaluation uses, restored without the optimizer state.
+
+Predict, eval, report, export and the page need only these (big_vision's
+eval_only restores parameters alone); training builds its TrainState
+around the same `create_model`.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from catdog_jax import checkpointing
+from catdog_jax import models
+from catdog_jax import onednn
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """The run's network: config.model at config.dtype, its frozen layers per
+  optimizer.freeze, its CPU convolutions per config.cpu_convolutions."""
+  return models.create_model(
+    config.model,
+    jnp.dtype(config.dtype),
+    config.optimizer.freeze,
+    onednn.conv_for(config.cpu_convolutions),
+  )
+
+
+def abstract_variables(config: ml_collections.ConfigDict, sharding) -> dict:
+  """{'params', 'batch_stats'} as shapes and dtypes placed by `sharding`
+  (batch_stats {} for models without BatchNorm); no memory spent."""
+  size = config.data.image_size
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  shapes = jax.eval_shape(create_model(config).init, jax.random.key(0), images)
+  shapes = {
+    'params': shapes['params'],
+    'batch_stats': shapes.get('batch_stats', {}),
+  }
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
+  )
+
+
+def restore_variables(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  sharding,
+  step: int | None = None,
+) -> tuple[dict, int]:
+  """(variables, step): what evaluation applies of checkpoint `step` (else
+  `checkpointing.inference_step`'s), placed by `sharding`.
+
+  The variables are the evaluated weights as 'params' (the EMA's when the
+  run kept one, as `evaluate.eval_variables`) and, for models with
+  BatchNorm, its 'batch_stats'. Only those are read from the checkpoint:
+  no optimizer state, no training weights beside the EMA.
+  """
+  abstract = abstract_variables(config, sharding)
+  weights = 'ema_params' if config.ema_decay else 'params'
+  wanted = {weights: abstract['params']}
+  if abstract['batch_stats']:
+    wanted['batch_stats'] = abstract['batch_stats']
+  restored, step = checkpointing.restore_for_inference(workdir, wanted, step)
+  variables = {'params': restored[weights]}
+  if 'batch_stats' in restored:
+    variables['batch_stats'] = restored['batch_stats']
+  return variables, step
