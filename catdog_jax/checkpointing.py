@@ -110,7 +110,8 @@ def disk_full_said(what: str, directory: str, needed: int | None = None):
 
 
 def save(manager, step, state, data_iterator, metrics=None) -> None:
-  """Saves asynchronously; `metrics` (with val_accuracy) ranks the best.
+  """Saves asynchronously; `metrics` (with val_accuracy) ranks the best and
+  is kept beside the checkpoint (`validation`).
 
   Raises:
     DiskFullError: before writing, when the disk lacks the room the
@@ -232,6 +233,16 @@ def inference_step(workdir: str) -> int | None:
   if ranked:
     return max(ranked, key=lambda step: (ranked[step], step))
   return steps[-1] if steps else None
+
+
+def validation(workdir: str, step: int) -> dict | None:
+  """The validation figures saved with checkpoint `step` (`save`'s metrics
+  'val'), or None where it has none (no validation split, older code)."""
+  path = os.path.join(directory(workdir), str(step), 'metrics', 'metrics')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get('val')
 
 
 def restore_for_inference(workdir: str, abstract, step: int | None = None):

@@ -242,9 +242,9 @@ def write_metrics(writer, step: int, split: str, metrics: dict) -> None:
 
 
 def evaluate_and_save(launch: Launch, state, step: int, due: loop.Due,
-                      stop: loop.StopSignal):  # fmt: skip
-  """Validates and checkpoints `state` at `step`, as `due` says; returns
-  the validation metrics, or None where none were measured."""
+                      stop: loop.StopSignal) -> None:  # fmt: skip
+  """Validates and checkpoints `state` at `step`, as `due` says; the
+  checkpoint keeps its validation figures (`checkpointing.validation`)."""
   run = launch.run
   val_metrics = None
   if due.evaluate and run.splits['val']:
@@ -255,11 +255,11 @@ def evaluate_and_save(launch: Launch, state, step: int, due: loop.Due,
   if due.stop:
     stop.announce(step)
   if due.save:
+    figures = None
     if val_metrics:
       run_lib.record_temperature(run, step, val)
-    best = val_metrics and {'val_accuracy': val_metrics['accuracy']}
-    checkpointing.save(launch.manager, step, state, launch.train_iter, best)
-  return val_metrics
+      figures = {'val_accuracy': val_metrics['accuracy'], 'val': val_metrics}
+    checkpointing.save(launch.manager, step, state, launch.train_iter, figures)
 
 
 def chosen_variables(run, state, total_steps: int, sharding):
@@ -420,7 +420,6 @@ def train(run: run_lib.Run):
                text.duration(eta.seconds_left(start_step)),
                config.log_every_steps)  # fmt: skip
   launch = Launch(run, eval_fn, data_sharding, writer, eta, manager, train_iter)
-  val_metrics = {}  # By step: what this launch measured, for the end.
   postponed_log = None  # The step whose progress line waits for the next.
   with (
     loop.StopSignal() as stop,
@@ -449,7 +448,7 @@ def train(run: run_lib.Run):
               run.splits['train'], run.source, config,
             )  # fmt: skip
             state = state.replace(batch_stats=recalibrated['batch_stats'])
-          val_metrics[step] = evaluate_and_save(launch, state, step, due, stop)
+          evaluate_and_save(launch, state, step, due, stop)
           train_log.restart_clock(step)
         if due.stop:
           logging.warning('Stopped at step %d; relaunch to resume.', step)
@@ -461,18 +460,16 @@ def train(run: run_lib.Run):
   # Final evaluation, of the checkpoint predict and eval will use.
   if not stop.requested:
     chosen, chosen_step = chosen_variables(run, state, total_steps, replicated)
-    if val_metrics.get(chosen_step) is None and run.splits['val']:
-      # Measured again, not written: metrics.jsonl has its step's figures.
-      val_metrics[chosen_step], _ = evaluate_split(
-        launch, chosen, 'val', chosen_step
-      )
+    val_metrics = checkpointing.validation(run.workdir, chosen_step)
+    if val_metrics is None and run.splits['val']:
+      # A checkpoint of older code: measured again, not written (its
+      # figures are in metrics.jsonl).
+      val_metrics, _ = evaluate_split(launch, chosen, 'val', chosen_step)
     test = None
     if run.splits['test']:
       test_metrics, test = evaluate_split(launch, chosen, 'test', chosen_step)
       write_metrics(writer, chosen_step, 'test', test_metrics)
     writer.flush()  # The report plots metrics.jsonl.
-    run_lib.finish_run(
-      run, chosen, chosen_step, start_step, val_metrics.get(chosen_step), test
-    )
+    run_lib.finish_run(run, chosen, chosen_step, start_step, val_metrics, test)
   writer.close()
   return state

@@ -145,3 +145,35 @@ def efficientnet_lite(variant: str, head: str = 'dog'):
     variant=variant,
     head=head,
   )
+
+
+def make_tiny(config: ml_collections.ConfigDict) -> None:
+  """The `:tiny` variant: the config's model, recipe and code paths on
+  32 px images for 6 steps of 8 images, evaluated and saved every 3: a run
+  of seconds that the fast tests train end to end (big_vision's runlocal).
+  Its figures mean nothing."""
+  config.batch_size = 8
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.data.image_size = 32
+  if config.progressive_sizes:
+    config.progressive_sizes = (24, 32)
+  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, 2)
+  config.eval.recalibrate_bn_batches = min(
+    config.eval.recalibrate_bn_batches, 1
+  )
+  config.probe.steps = min(config.probe.steps, 50)
+
+
+def variant(
+  config: ml_collections.ConfigDict, name: str
+) -> ml_collections.ConfigDict:
+  """`config` as the variant after the file's colon asks
+  (--config=configs/quick_cpu.py:tiny): '' itself, 'tiny' `make_tiny`."""
+  if name == 'tiny':
+    make_tiny(config)
+  elif name:
+    raise ValueError(f"unknown config variant {name!r}: only 'tiny'")
+  return config

@@ -23,7 +23,7 @@ from configs import base
 from configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Lite0's last blocks and a fresh head, one epoch at 224 px."""
   config = base.get_config()
   common.apply_recipe(
@@ -42,4 +42,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.data.image_size = 224
   config.eval.temperature_scaling = True
-  return config
+  return common.variant(config, variant)

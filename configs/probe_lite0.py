@@ -20,7 +20,7 @@ from configs import base
 from configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Lite0 features once, then a fitted logistic-regression head."""
   config = base.get_config()
   config.model = common.efficientnet_lite('lite0')
@@ -29,4 +29,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64
   config.data.image_size = 224
   config.eval.temperature_scaling = True
-  return config
+  return common.variant(config, variant)

@@ -22,10 +22,10 @@ from configs import base
 from configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """The CPU recipe for 12 epochs."""
   config = base.get_config()
   common.apply_cpu_recipe(
     config, num_epochs=12, learning_rate=1.6e-2, eval_translate=0
   )
-  return config
+  return common.variant(config, variant)

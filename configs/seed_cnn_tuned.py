@@ -18,7 +18,7 @@ from configs import base
 from configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """base.py's model with the common recipe."""
   config = base.get_config()
   common.apply_recipe(
@@ -30,4 +30,4 @@ def get_config() -> ml_collections.ConfigDict:
   )
   config.num_epochs = 30
   config.model.dropout_rate = 0.3
-  return config
+  return common.variant(config, variant)

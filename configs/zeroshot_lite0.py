@@ -21,7 +21,7 @@ from configs import base
 from configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """EfficientNet-Lite0's ImageNet head as a cat/dog classifier."""
   config = base.get_config()
   config.model = common.efficientnet_lite('lite0', head='imagenet')
@@ -31,4 +31,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.image_size = 224
   config.eval.flip = True
   config.eval.temperature_scaling = True
-  return config
+  return common.variant(config, variant)

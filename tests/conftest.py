@@ -6,16 +6,28 @@ than they save; they are switched off (as flax's examples' tests do) except
 for tests marked `optimized`, which inspect what XLA makes of the code.
 """
 
+import atexit
 import dataclasses
+import importlib
 import json
+import shutil
+import tempfile
 
 import jax
 import pytest
 
+from catdog_jax import cli
 from catdog_jax import train
 from tests import helpers
 
 jax.config.update('jax_disable_most_optimizations', True)
+# Compiled programs kept on disk for the session, as main.py keeps them for
+# a user (cli.use_compilation_cache): a step that train, predict, eval and
+# the report each jit anew compiles once.
+_XLA_CACHE = tempfile.mkdtemp(prefix='catdog-jax-tests-xla-')
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +84,23 @@ def trained_run(folder_dataset, tmp_path_factory):
     helpers.tiny_config(folder_dataset, num_train_steps=40), workdir
   )
   return TrainedRun(workdir, state)
+
+
+@pytest.fixture(scope='session')
+def tiny_runs(flat_dataset, tmp_path_factory):
+  """name -> the workdir of shipped config `name`'s `:tiny` variant trained
+  (or probed) on flat_dataset through the train mode, each once a session.
+  Tests may read them, never change them."""
+  workdirs = {}
+
+  def workdir(name: str) -> str:
+    if name not in workdirs:
+      config = importlib.import_module(f'configs.{name}').get_config('tiny')
+      config.data.root = flat_dataset
+      path = str(tmp_path_factory.mktemp(name))
+      cli.run_mode('train', config=config, workdir=path, images=None,
+                   output=None)  # fmt: skip
+      workdirs[name] = path
+    return workdirs[name]
+
+  return workdir

