@@ -217,7 +217,7 @@ class TrainLog:
 
 
 def progress_line(step, num_steps, size, scalars, seconds_left) -> str:
-  """'step 600/1758 (34%) | 112 px | 212 img/s | loss 0.41 | acc 0.86 |
+  """'step 1200/3014 (40%) | 112 px | 212 img/s | loss 0.41 | acc 0.86 |
   ETA 4 min'."""
   eta = '?' if seconds_left is None else text.duration(seconds_left)
   return (

@@ -8,7 +8,7 @@ A full-width ResNet-18 layout (11,174,145 parameters), bfloat16 compute
 with float32 weights and loss, batch 128, 60 epochs at 160 px.
 
 Not measured: no GPU or TPU has been lent to this project yet
-(docs/performance.md has its roofline estimate).
+(docs/scale.md has its roofline estimate).
 """
 
 import ml_collections

@@ -7,7 +7,7 @@ Command (see notebooks/colab_tpu.ipynb):
 Convolutions and matrix products run in bfloat16; parameters, optimizer
 state, the loss and the metrics stay float32. The global batch of 256 is
 split over the 8 TPU cores. Not measured: no TPU has been lent to this
-project yet (docs/performance.md has its roofline estimate).
+project yet (docs/scale.md has its roofline estimate).
 """
 
 import ml_collections

@@ -17,8 +17,11 @@ from catdog_jax import fileio
 from catdog_jax import train
 from catdog_jax import workdir
 from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import metrics
 from catdog_jax.evaluation import predict
+from catdog_jax.evaluation import report
 from tests import helpers
+from tests.serving import export_test
 
 
 def saved_and_new(**overrides):
@@ -181,6 +184,57 @@ def test_a_workdir_written_before_the_restructure_predicts_resumes_reports(
   # AVX-512). Same-machine exactness is train_test's resume test.
   assert test['log_loss'] == pytest.approx(straight['log_loss'], rel=1e-3)
   assert predict.regenerate_report(run_dir).endswith(workdir.REPORT)
+
+
+# Tiny finished runs (tiny_recipe_config: BatchNorm, an EMA, flip TTA; 20
+# steps on flat_dataset's bytes) written by the code of two landed versions:
+# 2026-11-25 (9942764) and 2026-11-29 (bb56aa9), with the files their runs
+# ended with but the plots.
+FINISHED = ['finished_9942764', 'finished_bb56aa9']
+
+
+@pytest.fixture(params=FINISHED)
+def finished_workdir(request, flat_dataset, tmp_path):
+  run_dir = str(tmp_path / request.param)
+  shutil.copytree(os.path.join(TESTDATA, request.param), run_dir)
+  config_path = workdir.path(run_dir, workdir.CONFIG)
+  saved = fileio.read_json(config_path)
+  saved['data']['root'] = flat_dataset
+  fileio.write_json(config_path, saved)
+  return run_dir
+
+
+@pytest.mark.slow  # Reports, exports and trains on each old workdir.
+def test_a_finished_workdir_of_older_code_works_in_every_mode(
+  finished_workdir, flat_dataset
+):
+  run_dir = finished_workdir
+  # Report: the figures it lacks (the calibration error) derived from its
+  # test predictions, not a KeyError.
+  with open(predict.regenerate_report(run_dir)) as f:
+    assert '- expected calibration error: 0.' in f.read()
+  # Predict: the old code's test predictions, from today's code.
+  keys, _, old_logits = report.read_predictions(run_dir)
+  rows, skipped = predict.predict(
+    run_dir, [os.path.join(flat_dataset, key) for key in keys]
+  )
+  assert not skipped
+  np.testing.assert_allclose(
+    [row['prob_dog'] for row in rows],
+    metrics.sigmoid(old_logits[np.argsort(np.array(keys))]),
+    atol=1e-5,
+  )
+  # Eval, and an export that predicts as predict does.
+  result, _ = predict.evaluate_folder(run_dir, flat_dataset)
+  assert result['num_examples'] == 80
+  export_test.assert_exported_predicts_as_predict(run_dir, flat_dataset)
+  # Resumed with its own settings for 10 more steps.
+  config = predict.load_config(run_dir)
+  config.num_train_steps = 30
+  assert int(train.train_and_evaluate(config, run_dir).step) == 30
+  assert (
+    fileio.read_json(workdir.path(run_dir, workdir.EVAL_TEST))['step'] == 30
+  )
 
 
 HOLD_LOCK = """

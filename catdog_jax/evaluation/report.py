@@ -212,6 +212,15 @@ def read_predictions(workdir):
   return keys, labels, logits
 
 
+def test_figures(workdir, labels, logits) -> dict:
+  """eval_test.json's figures; those it lacks (written by older code, such
+  as the calibration error before 2026-11-29) derived from the test
+  predictions it was computed from."""
+  recorded = fileio.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST))
+  derived = metrics_lib.classification_metrics(labels, logits)
+  return derived | recorded
+
+
 def load_images(source, keys, image_size) -> np.ndarray:
   """The images as evaluation sees them: decoded, resized, uint8."""
   return np.stack(
@@ -339,7 +348,7 @@ def write_run_report(workdir, config, variables, source, step) -> str:
       'the test figures are calibrated.'
     )
   text = render_report(
-    fileio.read_json(workdir_lib.path(workdir, workdir_lib.EVAL_TEST)),
+    test_figures(workdir, labels, logits),
     metrics_lib.classification_report(labels, logits),
     fileio.read_json(workdir_lib.path(workdir, workdir_lib.DATA_REPORT)),
     step,
