@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 
 from catdog_jax.data import augmentation
-from catdog_jax.errors import UsageError
 
 # Aspect ratios (width / height) a random resized crop may take.
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
@@ -28,31 +27,6 @@ MAX_BLUR_SIGMA = 4.0
 # ITU-R BT.601 luma weights, for saturation jitter. NumPy, not jnp: a jnp
 # array at import would start the backend before jax.distributed can.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises UsageError on an `augment` config that cannot work."""
-  if not 0 < config.crop_min_area <= 1:
-    raise UsageError(
-      'augment.crop_min_area must be in (0, 1] (1: no crop), got '
-      f'{config.crop_min_area}'
-    )
-  if not 1 <= config.crop_max_area <= MAX_CROP_AREA:
-    raise UsageError(
-      f'augment.crop_max_area must be in [1, {MAX_CROP_AREA}] (1: no '
-      f'zooming out), got {config.crop_max_area}'
-    )
-  for name in ('grayscale', 'cutmix'):
-    if not 0 <= config[name] <= 1:
-      raise UsageError(
-        f'augment.{name} is a probability in [0, 1] (0: off), got '
-        f'{config[name]}'
-      )
-  if not 0 <= config.blur <= MAX_BLUR_SIGMA:
-    raise UsageError(
-      f'augment.blur must be in [0, {MAX_BLUR_SIGMA}] pixels (0: off), got '
-      f'{config.blur}'
-    )
 
 
 def random_crop_box(

@@ -51,11 +51,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise UsageError(
         f'optimizer.lr_multipliers: {multiplier} for {regex!r} is negative'
       )
-  if config.grad_clip_norm < 0:
-    raise UsageError(
-      f'optimizer.grad_clip_norm must be >= 0 (0: no clipping), got '
-      f'{config.grad_clip_norm}'
-    )
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int):

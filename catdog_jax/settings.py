@@ -2,6 +2,8 @@
 cannot work, before anything is indexed or compiled, and what the settings
 mean for a run's length."""
 
+import dataclasses
+
 import jax
 import ml_collections
 
@@ -11,43 +13,139 @@ from catdog_jax import onednn
 from catdog_jax import optimizer
 from catdog_jax import text
 from catdog_jax import whitening
+from catdog_jax import workdir as workdir_lib
+from catdog_jax.data import duplicates
 from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import evaluate
 
 MIN_IMAGE_SIZE = 16
-# Counts that must be at least 1 (num_train_steps, optional, is checked
-# where it is set).
-COUNTS = (
-  'batch_size',
-  'num_epochs',
-  'log_every_steps',
-  'eval_every_steps',
-  'checkpoint_every_steps',
-  'checkpoints_to_keep',
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a numeric setting may take: from `low` to `high` (None: no
+  bound), each bound included unless open; `note` says what a special
+  value means; `wording` replaces the generated one."""
+
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  note: str = ''
+  wording: str = ''
+
+  def __contains__(self, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return False
+    if self.low is not None and (
+      value < self.low or (self.low_open and value == self.low)
+    ):
+      return False
+    return self.high is None or not (
+      value > self.high or (self.high_open and value == self.high)
+    )
+
+  def __str__(self) -> str:
+    if self.wording:
+      return self.wording
+    if self.high is None:
+      bound = f'at least {self.low}' if self.low else f'>= {self.low}'
+      if self.low_open:
+        bound = f'> {self.low}'
+    else:
+      bound = (
+        f'in {"(" if self.low_open else "["}{self.low}, {self.high}'
+        f'{")" if self.high_open else "]"}'
+      )
+    return f'must be {bound}' + (f' ({self.note})' if self.note else '')
+
+
+COUNT = Range(1)
+PROBABILITY = Range(0, 1, wording='is a probability in [0, 1] (0: off)')
+JITTER = Range(0, 1, note='0: off')
+# Every numeric setting of base.py and the configs (a test holds every one
+# to having a range); a tuple's items each. Checked first, each with a line
+# naming the field, its value and the range.
+RANGES = {
+  'seed': Range(0),
+  'batch_size': COUNT,
+  'num_epochs': COUNT,
+  'num_train_steps': COUNT,  # Or None: num_epochs decides.
+  'log_every_steps': COUNT,
+  'eval_every_steps': COUNT,
+  'checkpoint_every_steps': COUNT,
+  'checkpoints_to_keep': COUNT,
+  'label_smoothing': Range(0, 1, high_open=True),
+  'ema_decay': Range(0, 1, high_open=True,
+                     wording='must be in (0, 1), or 0 for none'),
+  'progressive_sizes': Range(
+    MIN_IMAGE_SIZE, wording=f'must lie in [{MIN_IMAGE_SIZE}, data.image_size]'
+  ),
+  'data.image_size': Range(MIN_IMAGE_SIZE),
+  'data.val_fraction': Range(0, 1, high_open=True),
+  'data.test_fraction': Range(0, 1, high_open=True),
+  'data.num_workers': Range(0, note='0: one per CPU core'),
+  'data.prefetch_batches': Range(0),
+  'data.device_prefetch': Range(0, note='0: none'),
+  'data.max_pixels': COUNT,
+  'data.near_duplicate_bits': Range(0, duplicates.HASH_BITS - 1),
+  'augment.crop_min_area': Range(0, 1, low_open=True, note='1: no crop'),
+  'augment.crop_max_area': Range(1, augment.MAX_CROP_AREA,
+                                 note='1: no zooming out'),
+  'augment.brightness': JITTER,
+  'augment.contrast': JITTER,
+  'augment.saturation': JITTER,
+  'augment.grayscale': PROBABILITY,
+  'augment.cutmix': PROBABILITY,
+  'augment.blur': Range(0, augment.MAX_BLUR_SIGMA,
+                        wording=f'must be in [0, {augment.MAX_BLUR_SIGMA}] '
+                        'pixels (0: off)'),
+  'model.conv_features': COUNT,
+  'model.dense_features': COUNT,
+  'model.dropout_rate': Range(0, 1, high_open=True),
+  'model.stage_sizes': COUNT,
+  'model.widths': COUNT,
+  'model.stem_strides': COUNT,
+  'model.patch_size': COUNT,
+  'model.width': COUNT,
+  'model.depth': COUNT,
+  'model.num_heads': COUNT,
+  'model.mlp_dim': COUNT,
+  'optimizer.learning_rate': Range(0, low_open=True),
+  'optimizer.warmup_steps': Range(0),
+  'optimizer.weight_decay': Range(0),
+  'optimizer.momentum': Range(0, 1, high_open=True),
+  'optimizer.grad_clip_norm': Range(0, note='0: no clipping'),
+  'eval.translate': Range(0, note='0: none'),
+  'eval.recalibrate_bn_batches': Range(0, note='0: keep those of training'),
+  'probe.steps': COUNT,
+  'probe.learning_rate': Range(0, low_open=True),
+  'probe.l2': Range(0),
+}  # fmt: skip
+
+
+def check_ranges(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError on the first setting outside its RANGES entry."""
+  flat = workdir_lib.flatten(config.to_dict())
+  for field, allowed in RANGES.items():
+    value = flat.get(field)
+    if value is None:  # A field of another model, or an optional count.
+      continue
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    # Types are ml_collections' to hold (and progressive_sizes' own check).
+    numbers = [x for x in items if isinstance(x, (int, float))]
+    if not all(number in allowed for number in numbers):
+      each = ' each' if isinstance(value, (tuple, list)) else ''
+      raise UsageError(f'{field}{each} {allowed}, got {value!r}')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on settings that cannot work, before any compile."""
-  for field in COUNTS:
-    if config[field] < 1:
-      raise UsageError(f'{field} must be at least 1, got {config[field]}')
+  check_ranges(config)
   if config.batch_size % jax.device_count():
     raise UsageError(
       f'batch_size {config.batch_size} is not divisible by the '
       f'{jax.device_count()} devices'
-    )
-  if config.num_train_steps is not None and config.num_train_steps < 1:
-    raise UsageError(
-      f'num_train_steps must be at least 1, got {config.num_train_steps}'
-    )
-  if not 0 <= config.label_smoothing < 1:
-    raise UsageError(
-      f'label_smoothing must be in [0, 1), got {config.label_smoothing}'
-    )
-  if not 0 <= config.ema_decay < 1:
-    raise UsageError(
-      f'ema_decay must be in (0, 1), or 0 for none, got {config.ema_decay}'
     )
   onednn.check_implementation(config.cpu_convolutions)
   check_data(config.data)
@@ -60,38 +158,28 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       'efficientnet_lite'
     )
   whitening.check_config(config.model)
-  augment.check_config(config.augment)
   check_eval(config)
   check_progressive_sizes(config)
 
 
 def check_data(config: ml_collections.ConfigDict) -> None:
-  """Raises UsageError on a `data` config that cannot work."""
-  if config.image_size < MIN_IMAGE_SIZE:
-    raise UsageError(
-      f'data.image_size must be at least {MIN_IMAGE_SIZE}, '
-      f'got {config.image_size}'
-    )
-  if config.device_prefetch < 0:
-    raise UsageError(
-      f'data.device_prefetch must be >= 0 (0: none), got '
-      f'{config.device_prefetch}'
-    )
+  """Raises UsageError on a `data` config that cannot work (its ranges
+  checked)."""
   fractions = (config.val_fraction, config.test_fraction)
-  if min(fractions) < 0 or sum(fractions) >= 1:
+  if sum(fractions) >= 1:
     raise UsageError(
-      'data.val_fraction and data.test_fraction must be >= 0 and sum '
-      f'to less than 1, got {fractions}'
+      'data.val_fraction and data.test_fraction must sum to less than 1, '
+      f'got {fractions}'
     )
 
 
 def check_eval(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError on an `eval` group that cannot work with the model."""
   translate, size = config.eval.translate, config.data.image_size
-  if not 0 <= translate < size // 2:
+  if translate >= size // 2:
     raise UsageError(
-      'eval.translate must be >= 0 (0: none) and under half of '
-      f'data.image_size ({size}), got {translate}'
+      'eval.translate must be under half of data.image_size '
+      f'({size}), got {translate}'
     )
   if config.eval.recalibrate_bn_batches and (
     config.model.name not in evaluate.RECALIBRATES

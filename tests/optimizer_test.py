@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from catdog_jax import optimizer
+from catdog_jax import settings
 from catdog_jax.errors import UsageError
 from tests import helpers
 
@@ -45,10 +46,10 @@ def test_grad_clip_norm_zero_turns_clipping_off(clip, expected_norm):
 
 
 def test_negative_clip_norm_is_refused():
-  config = helpers.tiny_config('/data').optimizer
-  config.grad_clip_norm = -1.0
+  config = helpers.tiny_config('/data')
+  config.optimizer.grad_clip_norm = -1.0
   with pytest.raises(UsageError, match='grad_clip_norm must be >= 0'):
-    optimizer.check_config(config)
+    settings.check_config(config)
 
 
 def test_learning_rate_multipliers_and_freezing_scale_each_update():
