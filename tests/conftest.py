@@ -6,12 +6,9 @@ than they save; they are switched off (as flax's examples' tests do) except
 for tests marked `optimized`, which inspect what XLA makes of the code.
 """
 
-import atexit
 import dataclasses
 import importlib
 import json
-import shutil
-import tempfile
 
 import jax
 import pytest
@@ -21,13 +18,6 @@ from catdog_jax import train
 from tests import helpers
 
 jax.config.update('jax_disable_most_optimizations', True)
-# Compiled programs kept on disk for the session, as main.py keeps them for
-# a user (cli.use_compilation_cache): a step that train, predict, eval and
-# the report each jit anew compiles once.
-_XLA_CACHE = tempfile.mkdtemp(prefix='catdog-jax-tests-xla-')
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 
 
 @pytest.fixture(autouse=True)
