@@ -79,12 +79,16 @@ def raise_if_diverged(step_metrics: list[dict], first_step: int) -> None:
 class Eta:
   """The time a run has left, each remaining step priced at its image size.
 
-  Seconds per step are measured at each size (`calibrate` times them all
-  before the first step; each log period refines its size's), compiling
-  left out. Evaluations still to come are priced per image as last
-  measured. Unmeasured, a size is priced from the nearest measured one by
-  its pixel count, plus one compile, and an evaluated image as a third of
-  a train step's image times the test-time augmentation's passes.
+  Seconds per step are timed at each size before the first step
+  (`calibrate`) and measured again each log period, compiling left out. A
+  size not yet trained at keeps its calibrated price times the load factor:
+  training's time over calibration's at the sizes both timed, so a CPU
+  busier (or idler) while calibrating than since reprices every size from
+  the first progress line on. Evaluations still to come are priced per
+  image as last measured (a calibrated price scaled alike). Untimed, a size
+  is priced from the nearest timed one by its pixel count, plus one
+  compile, and an evaluated image as a third of a train step's image times
+  the test-time augmentation's passes.
 
   Args:
     sizes: the image size of each training step, steps 1 to N in order.
@@ -101,44 +105,74 @@ class Eta:
     self._eval_size = eval_size
     self._eval_passes = eval_passes
     self._batch_size = batch_size
-    self._step_seconds = {}  # Image size -> seconds a step.
+    self._calibrated = {}  # Image size -> seconds a step, before training.
+    self._step_seconds = {}  # Image size -> seconds a step, in training.
     self._compile_seconds = 0.0
     self._eval_seconds_per_image = None
+    self._eval_calibrated = False  # Whether that is calibration's figure.
+
+  def record_calibration(self, size: int, seconds: float) -> None:
+    """A step at `size` took `seconds` when timed before training."""
+    self._calibrated[size] = seconds
 
   def record_steps(self, size: int, count: int, seconds: float) -> None:
-    """`count` steps at `size` took `seconds`, compiling left out."""
+    """`count` training steps at `size` took `seconds`, compiling left out."""
     if count > 0:
       self._step_seconds[size] = seconds / count
 
   def record_compile(self, seconds: float) -> None:
     self._compile_seconds = max(self._compile_seconds, seconds)
 
-  def record_evaluation(self, images: int, seconds: float) -> None:
+  def record_evaluation(
+    self, images: int, seconds: float, calibrating: bool = False
+  ) -> None:
+    """`images` evaluated in `seconds` (`calibrating`: before training)."""
     self._eval_seconds_per_image = seconds / max(images, 1)
+    self._eval_calibrated = calibrating
+
+  def load_factor(self) -> float:
+    """Training's seconds a step over calibration's, at the sizes both
+    timed (their median); 1 before any."""
+    ratios = [
+      self._step_seconds[size] / self._calibrated[size]
+      for size in self._step_seconds
+      if self._calibrated.get(size)
+    ]
+    return float(np.median(ratios)) if ratios else 1.0
+
+  def _timed(self) -> dict:
+    """Image size -> seconds a step, training's where measured."""
+    factor = self.load_factor()
+    calibrated = {size: t * factor for size, t in self._calibrated.items()}
+    return calibrated | self._step_seconds
 
   def step_seconds(self, size: int) -> float | None:
     """The measured or estimated seconds of a step at `size`."""
-    if size in self._step_seconds:
-      return self._step_seconds[size]
-    if not self._step_seconds:
+    timed = self._timed()
+    if size in timed:
+      return timed[size]
+    if not timed:
       return None
-    known = min(self._step_seconds, key=lambda s: abs(s - size))
-    return self._step_seconds[known] * (size / known) ** 2
+    known = min(timed, key=lambda s: abs(s - size))
+    return timed[known] * (size / known) ** 2
 
   def seconds_left(self, step: int) -> float | None:
     """Seconds from the end of `step` (its evaluation, if it has one, still
     to come) to the end of the run; None before anything is measured."""
-    if not self._step_seconds:
+    timed = self._timed()
+    if not timed:
       return None
     remaining = self._sizes[step:]
     seconds = sum(self.step_seconds(size) for size in remaining)
-    unseen = set(remaining) - set(self._step_seconds)
+    unseen = set(remaining) - set(timed)
     seconds += self._compile_seconds * len(unseen)
     per_image = self._eval_seconds_per_image
     if per_image is None:
       train_image = self.step_seconds(self._eval_size) / self._batch_size
       per_image = train_image * self._eval_passes / 3
       seconds += self._compile_seconds  # The evaluation step's compile.
+    elif self._eval_calibrated:
+      per_image *= self.load_factor()
     seconds += sum(
       images * per_image for at, images in self._evaluations if at >= step
     )
@@ -262,7 +296,7 @@ def terminal_bar(num_steps: int, start_step: int, stream=None):
     bar.close()
 
 
-def _seconds(fn, repeats: int = 2) -> tuple[float, float]:
+def _seconds(fn, repeats: int = 3) -> tuple[float, float]:
   """(seconds of the first call, the fastest of `repeats` more)."""
   times = []
   for _ in range(repeats + 1):
@@ -294,10 +328,10 @@ def calibrate(eta: Eta, train_steps, eval_fn, state, batches, rng) -> str:
       lambda step=step: step(jax.tree.map(jnp.copy, state), train_batch, rng)
     )
     eta.record_compile(first - seconds)
-    eta.record_steps(size, 1, seconds)
+    eta.record_calibration(size, seconds)
     parts.append(f'{seconds:.2f} s a step at {size} px')
   first, seconds = _seconds(lambda: eval_fn(eval_batch))
-  eta.record_evaluation(len(eval_batch['label']), seconds)
+  eta.record_evaluation(len(eval_batch['label']), seconds, calibrating=True)
   parts.append(f'{seconds / len(eval_batch["label"]) * 1e3:.1f} ms an '
                'evaluated image')  # fmt: skip
   return 'Compiled and timed: ' + ', '.join(parts) + '.'

@@ -113,6 +113,26 @@ def test_the_eta_holds_within_15_percent_from_the_first_line():
   assert abs(first_size_total - total) / total > 0.3
 
 
+@pytest.mark.parametrize('load', [2.0, 0.5])
+def test_the_first_progress_line_reprices_a_calibration_under_load(load):
+  """Calibrated while another process took one of two cores (every step
+  and evaluation timed `load` times their cost), or while one that ran
+  since was idle (0.5): the first progress line holds within 15%."""
+  sizes, cost, evaluations, per_image = quick_cpu_timeline()
+  total = sum(cost[s] for s in sizes)
+  total += sum(n * per_image for _, n in evaluations)
+  eta = loop.Eta(sizes, evaluations, 160, 2, 64)
+  for size in set(sizes):
+    eta.record_calibration(size, cost[size] * load)
+  eta.record_evaluation(64, 64 * per_image * load, calibrating=True)
+  assert abs(eta.seconds_left(0) - total * load) / (total * load) < 0.01
+  first = sizes[0]
+  eta.record_steps(first, 50, 50 * cost[first])  # The first log period.
+  elapsed = 50 * cost[first]
+  assert eta.load_factor() == pytest.approx(1 / load)
+  assert abs(elapsed + eta.seconds_left(50) - total) / total < 0.15
+
+
 def test_a_terminal_gets_a_bar_and_the_log_goes_above_it():
   class Terminal(io.StringIO):
     def isatty(self):
