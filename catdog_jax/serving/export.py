@@ -30,6 +30,7 @@ from catdog_jax import models
 from catdog_jax import workdir as workdir_lib
 from catdog_jax.classes import CLASS_NAMES
 from catdog_jax.errors import UsageError
+from catdog_jax.evaluation import calibration
 from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import predict
 
@@ -84,35 +85,50 @@ def inference_fn(config, variables, temperature: float = 1.0):
 
 
 def measured(workdir: str, step: int) -> dict:
-  """The figures measured on the exported checkpoint: validation at its
-  step, the test split and other folders (--mode=eval) where they were
-  measured on it too."""
+  """The figures measured on the exported checkpoint, each with its
+  caveats: validation at its step (of the logits before any temperature),
+  the test split and other folders (--mode=eval) where they were measured
+  on it too ('calibrated': divided by the step's fitted temperature; a
+  folder's photos of the training split counted, its figures without them
+  under 'unseen')."""
   records = metric_writers.read_jsonl(
     workdir_lib.path(workdir, workdir_lib.METRICS)
   )
-  figures = {
-    'validation': {
-      key.removeprefix('val_'): value
-      for record in records
-      if record['step'] == step
-      for key, value in record.items()
-      if key.startswith('val_')
-    }
+  validation = {
+    key.removeprefix('val_'): value
+    for record in records
+    if record['step'] == step
+    for key, value in record.items()
+    if key.startswith('val_')
   }
+  figures = {'validation': validation | {'calibrated': False}}
+  calibrated = step in calibration.read_fits(workdir)
   test_path = workdir_lib.path(workdir, workdir_lib.EVAL_TEST)
   if os.path.exists(test_path):
     test = fileio.read_json(test_path)
     if test.get('step') == step:
       figures['test'] = {k: test[k] for k in ('accuracy', 'log_loss', 'f1')}
+      figures['test']['calibrated'] = calibrated
   folder_path = workdir_lib.path(workdir, workdir_lib.EVAL_FOLDER)
   if os.path.exists(folder_path):
     folder = fileio.read_json(folder_path)
     if folder.get('checkpoint_step') == step:
-      figures['other_folder'] = {
+      other = {
         'folder': folder.get('root'),
         'accuracy': folder['accuracy'],
+        'log_loss': folder['log_loss'],
         'num_examples': folder['num_examples'],
+        'calibrated': calibrated,
       }
+      if 'duplicates_of_training_data' in folder:
+        seen = folder['duplicates_of_training_data']['train']
+        other['photos_of_training_split'] = seen
+        unseen = folder['unseen']
+        other['unseen'] = {
+          'num_examples': unseen['num_examples'],
+          'accuracy': unseen.get('accuracy'),
+        }
+      figures['other_folder'] = other
   return figures
 
 

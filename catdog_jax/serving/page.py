@@ -115,17 +115,36 @@ class Classifier:
         f'{figures["validation"]["accuracy"]:.3f} (training collection).'
       )
     if 'other_folder' in figures:
-      other = figures['other_folder']
-      lines.append(
-        f'On {text.counted(other["num_examples"], "photo")} of another '
-        f'collection (`{other["folder"]}`): accuracy '
-        f'{other["accuracy"]:.3f}.'
-      )
+      lines.append(other_folder_line(figures['other_folder']))
+    origin = (
+      'Fine-tuned from ImageNet weights' if source else 'Trained from scratch'
+    )
     lines.append(
-      'Trained from scratch on one collection: photos unlike those are '
-      'wrong more often than these figures say.'
+      f'{origin} on one collection: photos unlike those are wrong more often '
+      'than these figures say.'
     )
     return '\n\n'.join(lines)
+
+
+def other_folder_line(other: dict) -> str:
+  """A labelled folder's accuracy (`export.measured`), with how many of its
+  photos are of the training split and the accuracy on the others."""
+  line = (
+    f'On {text.counted(other["num_examples"], "photo")} of another '
+    f'collection (`{other["folder"]}`): accuracy {other["accuracy"]:.3f}'
+  )
+  if other.get('photos_of_training_split'):
+    unseen = other['unseen']
+    rest = (
+      f'accuracy {unseen["accuracy"]:.3f}'
+      if unseen['num_examples']
+      else 'none left'
+    )
+    line += (
+      f', but {other["photos_of_training_split"]} of them are photos of '
+      f'the training split; on the other {unseen["num_examples"]}: {rest}'
+    )
+  return line + '.'
 
 
 def png(image_rgb: np.ndarray) -> bytes:

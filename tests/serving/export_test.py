@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,3 +129,26 @@ def test_what_cannot_export_says_so_in_one_line(
     "model 'seed_cnn' does not export: NotImplementedError: no lowering for "
     'op "foo" on cuda'
   )
+
+
+def test_the_measured_figures_carry_their_caveats(
+  trained_run, folder_dataset, tmp_path
+):
+  """A folder of the run's own photos, evaluated: model.json and the page
+  say how many are training photos, and which figures are calibrated."""
+  from catdog_jax.serving import page
+
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained_run.workdir, workdir)
+  predict.evaluate_to_json(workdir, folder_dataset, None)
+  figures = export.measured(workdir, 40)
+  assert figures['validation']['calibrated'] is False  # Before any fit.
+  assert figures['test']['calibrated'] is False  # No temperature fitted.
+  other = figures['other_folder']
+  assert other['num_examples'] == 80
+  train_photos = other['photos_of_training_split']
+  assert 0 < train_photos < 80
+  assert other['unseen']['num_examples'] == 80 - train_photos
+  line = page.other_folder_line(other)
+  assert f'{train_photos} of them are photos of the training split' in line
+  assert f'on the other {80 - train_photos}: accuracy' in line
