@@ -54,6 +54,17 @@ _DUMP = (
 )
 
 
+# The start of a native (glog) log line: 'E1205 05:31:12.123456   22406 '.
+_NATIVE_LOG = re.compile(r'[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ')
+
+
+def own_line(line: str) -> str:
+  """The child's own 'error: ...' line without the native log text that
+  XLA's threads may write into the middle of it (seen: the coordination
+  service's account of the loss, between the message and its newline)."""
+  return _NATIVE_LOG.split(line, maxsplit=1)[0].rstrip('\n') + '\n'
+
+
 def is_multi_process(coordinator_address: str | None) -> bool:
   return bool(coordinator_address) or any(
     name in os.environ for name in _CLUSTER_ENV
@@ -167,9 +178,11 @@ def supervise() -> int | None:
   for line in child.stderr:
     if match := _LOST.search(line):
       lost = lost or match.group(1)
-    said = line.startswith('error: ')  # The child's own line goes through.
+    if line.startswith('error: '):  # The child's own line goes through.
+      sys.stderr.write(own_line(line))
+      continue
     dumping = dumping or any(marker in line for marker in _DUMP)
-    if said or not dumping:
+    if not dumping:
       sys.stderr.write(line)
   status = child.wait()
   if status == LOST_PEER_STATUS:

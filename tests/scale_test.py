@@ -127,6 +127,16 @@ def test_a_failed_sweep_point_fails_the_sweep(flat_dataset, tmp_path):
   assert 'batch_size must be at least 1' in error_log.read_text()
 
 
+def test_native_log_text_inside_the_childs_own_line_is_cut():
+  message = 'error: process 1 of 2 was lost (no heartbeat for 5 s). Relaunch'
+  native = (
+    'E1205 05:31:12.123456   22406 coordination_service.cc:1549] [75] Use '
+    'error polling to propagate the following error to all tasks\n'
+  )
+  assert distributed.own_line(message + native) == message + '\n'
+  assert distributed.own_line(message + '\n') == message + '\n'
+
+
 @pytest.mark.slow  # Two processes, one killed; then both again.
 def test_a_lost_process_stops_the_other_in_one_line_and_both_resume(
   flat_dataset, tmp_path
