@@ -212,6 +212,11 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
 
 
+def metrics_path(workdir: str, step: int) -> str:
+  """The JSON file of the metrics `save` gave checkpoint `step`."""
+  return os.path.join(directory(workdir), str(step), 'metrics', 'metrics')
+
+
 def inference_step(workdir: str) -> int | None:
   """The checkpoint predict and eval use: the best by validation accuracy,
   else the newest; None if `workdir` has none.
@@ -226,7 +231,7 @@ def inference_step(workdir: str) -> int | None:
   steps = [s for s in checkpoint_steps(workdir) if s not in unreadable]
   ranked = {}
   for step in steps:
-    path = os.path.join(directory(workdir), str(step), 'metrics', 'metrics')
+    path = metrics_path(workdir, step)
     if os.path.exists(path):
       with open(path) as f:
         ranked[step] = json.load(f)[BEST_METRIC]
@@ -238,7 +243,7 @@ def inference_step(workdir: str) -> int | None:
 def validation(workdir: str, step: int) -> dict | None:
   """The validation figures saved with checkpoint `step` (`save`'s metrics
   'val'), or None where it has none (no validation split, older code)."""
-  path = os.path.join(directory(workdir), str(step), 'metrics', 'metrics')
+  path = metrics_path(workdir, step)
   if not os.path.exists(path):
     return None
   with open(path) as f:

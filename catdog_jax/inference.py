@@ -16,14 +16,17 @@ from catdog_jax import models
 from catdog_jax import onednn
 
 
-def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+def create_model(
+  config: ml_collections.ConfigDict, cpu_convolutions: str | None = None
+) -> nn.Module:
   """The run's network: config.model at config.dtype, its frozen layers per
-  optimizer.freeze, its CPU convolutions per config.cpu_convolutions."""
+  optimizer.freeze, its CPU convolutions per `cpu_convolutions` (default:
+  config.cpu_convolutions)."""
   return models.create_model(
     config.model,
     jnp.dtype(config.dtype),
     config.optimizer.freeze,
-    onednn.conv_for(config.cpu_convolutions),
+    onednn.conv_for(cpu_convolutions or config.cpu_convolutions),
   )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from catdog_jax import fileio
+from catdog_jax import inference
 from catdog_jax import metric_writers
 from catdog_jax import models
 from catdog_jax import workdir as workdir_lib
@@ -66,9 +67,7 @@ def inference_fn(config, variables, temperature: float = 1.0):
   """uint8 images [B, S, S, 3] -> p(dog) [B], as evaluation computes it,
   the logits divided by `temperature` (the checkpoint's fitted one)."""
   # XLA's convolutions: oneDNN's custom call would not run elsewhere.
-  model = models.create_model(
-    config.model, jnp.dtype(config.dtype), config.optimizer.freeze
-  )
+  model = inference.create_model(config, cpu_convolutions='xla')
 
   def p_dog(images):
     logits = evaluate.tta_logits(
