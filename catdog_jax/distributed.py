@@ -14,12 +14,15 @@ child dies that way, prints one line naming the lost process instead.
 """
 
 import ctypes
+import dataclasses
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
+from typing import TextIO
 
 import jax
 from absl import logging
@@ -153,6 +156,39 @@ def _stop_with_parent() -> None:
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+@dataclasses.dataclass
+class Relayed:
+  """What `relay` saw in the child's stderr."""
+
+  lost: str | None = None  # The process XLA said was lost.
+  dumping: bool = False  # Whether XLA's native dump began.
+  # Lines after the child's own 'error: ' line, held back: when the child
+  # ends for a lost peer they are the coordination service's own account
+  # (other threads), and the child's line must stay the last.
+  held: list[str] = dataclasses.field(default_factory=list)
+
+
+def relay(lines: Iterable[str], out: TextIO) -> Relayed:
+  """Passes the child's stderr to `out`, all but XLA's native dump."""
+  relayed, said_error = Relayed(), False
+  for line in lines:
+    if match := _LOST.search(line):
+      relayed.lost = relayed.lost or match.group(1)
+    if line.startswith('error: '):  # The child's own line goes through.
+      out.writelines(relayed.held)
+      out.write(own_line(line))
+      said_error, relayed.held = True, []
+      continue
+    relayed.dumping = relayed.dumping or any(m in line for m in _DUMP)
+    if relayed.dumping:
+      continue
+    if said_error:
+      relayed.held.append(line)
+    else:
+      out.write(line)
+  return relayed
+
+
 def supervise() -> int | None:
   """Runs this command again as a child and returns its exit status, in the
   parent of a multi-process launch; None in the child (it goes on).
@@ -174,19 +210,12 @@ def supervise() -> int | None:
   # The parent only waits: signals go to the child, which stops cleanly.
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, lambda s, _: child.send_signal(s))
-  lost, dumping = None, False
-  for line in child.stderr:
-    if match := _LOST.search(line):
-      lost = lost or match.group(1)
-    if line.startswith('error: '):  # The child's own line goes through.
-      sys.stderr.write(own_line(line))
-      continue
-    dumping = dumping or any(marker in line for marker in _DUMP)
-    if not dumping:
-      sys.stderr.write(line)
+  relayed = relay(child.stderr, sys.stderr)
   status = child.wait()
   if status == LOST_PEER_STATUS:
-    return 1  # The child said it.
+    return 1  # The child said it, in its last line.
+  sys.stderr.writelines(relayed.held)
+  lost, dumping = relayed.lost, relayed.dumping
   if status < 0 and not dumping:  # Killed itself, say by SIGKILL.
     print(f'error: this process was killed ({signal.Signals(-status).name})',
           file=sys.stderr)  # fmt: skip

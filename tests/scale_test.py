@@ -6,6 +6,7 @@ the multi-process run connects two JAX processes through jax.distributed
 """
 
 import csv
+import io
 import json
 import os
 import signal
@@ -135,6 +136,21 @@ def test_native_log_text_inside_the_childs_own_line_is_cut():
   )
   assert distributed.own_line(message + native) == message + '\n'
   assert distributed.own_line(message + '\n') == message + '\n'
+
+
+def test_the_childs_own_error_line_stays_last_when_a_peer_is_lost():
+  # The coordination service's threads may go on writing after the child's
+  # line (seen in CI): the supervisor holds that back.
+  lines = [
+    'I1205 step 100\n',
+    'error: process 1 of 2 was lost (no heartbeat for 5 s). Relaunch\n',
+    'The tasks have crashed. Check the task logs for an earlier error\n',
+  ]
+  out = io.StringIO()
+  relayed = distributed.relay(lines, out)
+  assert out.getvalue() == ''.join(lines[:2])
+  assert relayed.held == lines[2:]
+  assert (relayed.lost, relayed.dumping) == (None, False)
 
 
 @pytest.mark.slow  # Two processes, one killed; then both again.
