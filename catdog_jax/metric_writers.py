@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
-import tensorboardX
 from absl import logging
 
 from catdog_jax import fileio
@@ -44,6 +43,10 @@ class TensorBoardWriter(MetricWriter):
   """TensorBoard event files in `logdir`, written by tensorboardX."""
 
   def __init__(self, logdir: str):
+    # Imported here: tensorboardX imports PyTorch when it is installed (1.3 s
+    # here), which a command that stops at a bad setting should not wait for.
+    import tensorboardX
+
     self._writer = tensorboardX.SummaryWriter(logdir)
 
   def write_scalars(self, step, scalars):

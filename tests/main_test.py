@@ -33,6 +33,19 @@ def test_summary_shows_the_seed_table():
   assert 'Total params: 16,880,961' in result.stdout
 
 
+def test_starting_imports_no_heavy_library_a_mode_may_not_need():
+  """A bad setting's one line comes in seconds: tensorboardX (which imports
+  PyTorch where it is installed) and scikit-learn wait until used."""
+  heavy = ('torch', 'tensorboardX', 'sklearn')
+  result = subprocess.run(
+    [sys.executable, '-c',
+     f'import sys, main; print([m for m in {heavy} if m in sys.modules])'],
+    cwd=REPO, capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == '[]'
+
+
 @pytest.mark.parametrize(
   'overrides, message',
   [

@@ -10,7 +10,6 @@ matplotlib.use('Agg')
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn import metrics as sk_metrics  # noqa: E402
 
 from catdog_jax.classes import CLASS_NAMES  # noqa: E402
 
@@ -82,6 +81,8 @@ def plot_confusion_matrix(confusion: list[list[int]], path: str) -> str:
 
 def plot_roc(labels: np.ndarray, logits: np.ndarray, path: str) -> str:
   """ROC curve of the dog score, with its AUC."""
+  from sklearn import metrics as sk_metrics
+
   fpr, tpr, _ = sk_metrics.roc_curve(labels, logits)
   auc = sk_metrics.auc(fpr, tpr)
   figure, ax = plt.subplots(figsize=(4.5, 4))
