@@ -22,12 +22,18 @@ def create_model(
   """The run's network: config.model at config.dtype, its frozen layers per
   optimizer.freeze, its CPU convolutions per `cpu_convolutions` (default:
   config.cpu_convolutions)."""
-  return models.create_model(
+  model = models.create_model(
     config.model,
     jnp.dtype(config.dtype),
     config.optimizer.freeze,
     onednn.conv_for(cpu_convolutions or config.cpu_convolutions),
   )
+  # Equal models are one instance: jit compares a static bound method (an
+  # `apply`) by its instance's identity, and this way reuses what it compiled.
+  return _MODELS.setdefault(model, model)
+
+
+_MODELS: dict[nn.Module, nn.Module] = {}
 
 
 def abstract_variables(config: ml_collections.ConfigDict, sharding) -> dict:

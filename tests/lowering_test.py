@@ -77,8 +77,8 @@ def test_steps_lower_for_gpu_and_tpu(name):
     shapes = [aval.shape for aval in exported.in_avals]
     assert (BATCH, SIZE, SIZE, 3) in shapes
   eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
-  exported = export.export(eval_fn, platforms=PLATFORMS)(
-    evaluate.eval_variables(state), batch_shapes(True)
+  exported = export.export(eval_fn.jitted, platforms=PLATFORMS)(
+    evaluate.eval_variables(state), batch_shapes(True), eval_fn.temperature
   )
   assert exported.platforms == PLATFORMS
   # Logits, labels and mask, one per example.

@@ -10,6 +10,7 @@ metrics.
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import jax
@@ -85,11 +86,11 @@ def tta_logits(
 def eval_step(
   variables,
   batch,
+  temperature=1.0,
   *,
   apply_fn,
   flip: bool = False,
   translate: int = 0,
-  temperature=1.0,
 ):
   """Logits of a padded batch (`tta_logits`) by the model `apply_fn` with
   `variables`, with the batch's labels and mask passed through."""
@@ -104,25 +105,52 @@ def eval_step(
   return {'logit': logits, 'label': batch['label'], 'mask': batch['mask']}
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalFn:
+  """The jitted eval step with its temperature bound: eval_fn(variables,
+  batch). The temperature is an argument, not a constant, so that one
+  compiled program serves every temperature."""
+
+  jitted: Callable  # eval_step, jitted: (variables, batch, temperature).
+  temperature: np.float32
+
+  def __call__(self, variables, batch):
+    return self.jitted(variables, batch, self.temperature)
+
+  def lower(self, variables, batch):
+    return self.jitted.lower(variables, batch, self.temperature)
+
+
 def compile_eval_step(
   config: ml_collections.ConfigDict,
   data_sharding,
   replicated,
   temperature: float = 1.0,
-):
+) -> EvalFn:
   """eval_step of the config's model, jitted with the batch sharded,
   test-time augmentation per config.eval, the logits divided by
-  `temperature`; called as eval_fn(variables, batch)."""
+  `temperature`."""
+  jitted = _jitted_eval_step(
+    inference.create_model(config),
+    config.eval.flip,
+    config.eval.translate,
+    data_sharding,
+    replicated,
+  )
+  return EvalFn(jitted, np.float32(temperature))
+
+
+@functools.cache
+def _jitted_eval_step(model, flip, translate, data_sharding, replicated):
+  """One jitted eval step per model, settings and placement in a process:
+  training's evaluations, predict, eval, the report and the page share its
+  compiled programs."""
   step = functools.partial(
-    eval_step,
-    apply_fn=inference.create_model(config).apply,
-    flip=config.eval.flip,
-    translate=config.eval.translate,
-    temperature=temperature,
+    eval_step, apply_fn=model.apply, flip=flip, translate=translate
   )
   return jax.jit(
     step,
-    in_shardings=(replicated, data_sharding),
+    in_shardings=(replicated, data_sharding, replicated),
     out_shardings=data_sharding,
     compiler_options=xla_cpu.compiler_options(xla_cpu.EVAL_YNN_TYPES),
   )

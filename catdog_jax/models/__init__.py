@@ -104,7 +104,12 @@ def create_model(
     UsageError: on an unknown model name or field.
   """
   check_config(config)
-  kwargs = {k: v for k, v in config.items() if k not in INIT_FIELDS | {'name'}}
+  # Lists (a config read back from JSON) as tuples: a module is hashable.
+  kwargs = {
+    k: tuple(v) if isinstance(v, list) else v
+    for k, v in config.items()
+    if k not in INIT_FIELDS | {'name'}
+  }
   if frozen:
     kwargs['frozen'] = frozen
   fields = {field.name for field in dataclasses.fields(MODELS[config.name])}

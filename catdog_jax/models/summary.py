@@ -1,5 +1,8 @@
 """The per-layer table of a model, as Keras' `model.summary()` shows it."""
 
+import functools
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,10 +15,12 @@ def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-def summarize(model: nn.Module, image_size: int) -> list[tuple]:
+@functools.cache
+def summarize(model: nn.Module, image_size: int) -> tuple[tuple, ...]:
   """Per-layer (name, type, output shape, parameters) rows, as Keras shows.
 
-  Runs on abstract shapes only, so no memory is spent on the parameters.
+  Runs on abstract shapes only, so no memory is spent on the parameters;
+  traced once per model and size in a process (the report asks twice).
   A layer whose `__call__` calls its parent class's (a subclass of a flax
   layer) is intercepted twice; it is listed once, by its own class.
   """
@@ -40,10 +45,10 @@ def summarize(model: nn.Module, image_size: int) -> list[tuple]:
 
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.uint8)
   jax.eval_shape(init, images)
-  return list(rows.values())
+  return tuple(rows.values())
 
 
-def format_summary(rows: list[tuple]) -> str:
+def format_summary(rows: Sequence[tuple]) -> str:
   """Renders `summarize` rows as a table with the total parameter count."""
   header = ('Layer', 'Type', 'Output shape', 'Param #')
   cells = [header] + [

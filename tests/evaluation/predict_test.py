@@ -1,12 +1,14 @@
 """Tests for predict, eval and report on a trained tiny workdir."""
 
 import csv
+import logging
 import os
 import shutil
 import subprocess
 import sys
 
 import cv2
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -130,6 +132,23 @@ def test_eval_agrees_exactly_with_predict(workdir, new_photos):
   assert result['accuracy'] == right / len(rows)
   assert result['num_examples'] == 12 and result['num_skipped'] == 2
   assert 'macro avg' in report_text
+
+
+def test_a_second_predict_eval_or_report_compiles_nothing(
+  workdir, new_photos, caplog
+):
+  """One compiled eval step (and Grad-CAM) per model in a process: the page
+  and a session of predicts, evals and reports compile once."""
+  predict.predict(workdir, new_photos)
+  predict.regenerate_report(workdir)
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    predict.predict(workdir, new_photos)
+    predict.evaluate_folder(workdir, new_photos)
+    predict.regenerate_report(workdir)
+  compiled = [r.getMessage() for r in caplog.records
+              if 'Finished XLA compilation' in r.getMessage()]  # fmt: skip
+  # Small helpers (a random key, a copy) may compile; no model does.
+  assert not [m for m in compiled if 'eval_step' in m or '_cams' in m]
 
 
 def test_report_regenerates_every_plot(workdir):
