@@ -7,8 +7,12 @@ for tests marked `optimized`, which inspect what XLA makes of the code.
 """
 
 import dataclasses
+import fcntl
+import functools
 import importlib
 import json
+import os
+import shutil
 
 import jax
 import pytest
@@ -33,10 +37,30 @@ def _xla_optimizations(request):
     jax.config.update('jax_disable_most_optimizations', True)
 
 
+def shared_folder(tmp_path_factory, name: str, build) -> str:
+  """The session's folder `name`, filled by `build(folder)` once for every
+  pytest-xdist worker (xdist's recipe: the others wait on a file lock and
+  find it made). Tests may read it, never change it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # The workers' common folder.
+  folder, made = root / name, root / f'{name}.made'
+  with open(root / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not made.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      build(str(folder))
+      made.touch()
+  return str(folder)
+
+
 @pytest.fixture(scope='session')
 def flat_dataset(tmp_path_factory):
-  return helpers.write_dataset(
-    tmp_path_factory.mktemp('flat'), 'flat', per_class=40
+  return shared_folder(
+    tmp_path_factory,
+    'flat',
+    lambda folder: helpers.write_dataset(folder, 'flat', per_class=40),
   )
 
 
@@ -79,18 +103,15 @@ def trained_run(folder_dataset, tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_runs(flat_dataset, tmp_path_factory):
   """name -> the workdir of shipped config `name`'s `:tiny` variant trained
-  (or probed) on flat_dataset through the train mode, each once a session.
-  Tests may read them, never change them."""
-  workdirs = {}
+  (or probed) on flat_dataset through the train mode, once a session for
+  every worker (`shared_folder`)."""
 
-  def workdir(name: str) -> str:
-    if name not in workdirs:
-      config = importlib.import_module(f'configs.{name}').get_config('tiny')
-      config.data.root = flat_dataset
-      path = str(tmp_path_factory.mktemp(name))
-      cli.run_mode('train', config=config, workdir=path, images=None,
-                   output=None)  # fmt: skip
-      workdirs[name] = path
-    return workdirs[name]
+  def train(name: str, workdir: str) -> None:
+    config = importlib.import_module(f'configs.{name}').get_config('tiny')
+    config.data.root = flat_dataset
+    cli.run_mode('train', config=config, workdir=workdir, images=None,
+                 output=None)  # fmt: skip
 
-  return workdir
+  return lambda name: shared_folder(
+    tmp_path_factory, f'tiny_{name}', functools.partial(train, name)
+  )
