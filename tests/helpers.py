@@ -39,6 +39,16 @@ def load_resized(source, key: str, size: int) -> np.ndarray:
   return images.resize(source.load(key), size)
 
 
+def photos_as_inputs(paths, size: int) -> np.ndarray:
+  """The photos as a model's batch takes them: RGB uint8 at `size`, decoded
+  and resized as predict does."""
+  inputs = []
+  for path in paths:
+    with open(path, 'rb') as f:
+      inputs.append(images.resize(images.decode_rgb(f.read()), size))
+  return np.stack(inputs)
+
+
 def write_jpeg(path: str, image_rgb: np.ndarray) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   ok, data = cv2.imencode('.jpg', cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))

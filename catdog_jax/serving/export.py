@@ -1,4 +1,4 @@
-"""A trained workdir's model as one file that runs with jax alone.
+"""A trained workdir's model as files that run with jax alone.
 
 `export_workdir` writes, into a folder (default WORKDIR/export/):
 
@@ -6,11 +6,17 @@
                `jax.export`: uint8 RGB images [batch, size, size, 3] in
                (any batch), p(dog) [batch] out; the weights, the scaling
                to [0, 1], the test-time augmentation and the fitted
-               temperature (calibration.py) folded in. Lowered
-               for CPU, CUDA and TPU.
-  model.json   what a user of it needs: the classes and decision rule, the
-               input size, the checkpoint step, its measured figures, the
-               weights' SHA-256, and the ten lines that run it.
+               temperature (calibration.py) folded in.
+  resize.jax   a photo of any height and width, uint8 RGB [height, width,
+               3], resized to [size, size, 3] as predict resizes it
+               (serving/resize.py): no resize rule for the user to copy.
+               A file of its own, so that a new photo size compiles this
+               small function again, not the model.
+  model.json   what a user of them needs: the classes and decision rule,
+               the input size, the checkpoint step, its measured figures,
+               the weights' SHA-256, and the lines that run them on a JPEG.
+
+Both are lowered for CPU, CUDA and TPU.
 
 Convolutions are XLA's own in float32 (never the oneDNN custom calls of
 cpu_convolutions, which need this project's library to run).
@@ -34,24 +40,31 @@ from catdog_jax.errors import UsageError
 from catdog_jax.evaluation import calibration
 from catdog_jax.evaluation import evaluate
 from catdog_jax.evaluation import predict
+from catdog_jax.serving import resize
 
 ARTIFACT = 'model.jax'
+RESIZER = 'resize.jax'
 METADATA = 'model.json'
 PLATFORMS = ('cpu', 'cuda', 'tpu')
-# What model.json shows a user: these lines run the file (loader_test.py
-# runs them, with catdog_jax, flax, optax and orbax unimportable).
+# What model.json shows a user: these lines take a JPEG to a label with
+# Pillow (export_test.py runs them, with catdog_jax, flax, optax and orbax
+# unimportable, and compares with predict).
 LOADER = """\
-import json
 import jax
 import numpy as np
+from PIL import Image, ImageOps
 
-with open('model.json') as f:
-  size = json.load(f)['input']['size']
-with open('model.jax', 'rb') as f:
-  model = jax.export.deserialize(bytearray(f.read()))
-images = np.zeros((2, size, size, 3), np.uint8)  # Your RGB photos, resized.
-p_dog = np.asarray(model.call(images))
-print(np.where(p_dog >= 0.5, 'dog', 'cat'), p_dog)
+def load(name):
+  with open(name, 'rb') as f:
+    return jax.export.deserialize(bytearray(f.read()))
+
+photo = Image.open('photo.jpg')
+# As predict: a JPEG with a short side of 2048+ px decodes at 1/2, 1/4, 1/8.
+factor = max([f for f in (2, 4, 8) if min(photo.size) // f >= 1024], default=1)
+photo.draft('RGB', (photo.width // factor, photo.height // factor))
+photo = np.asarray(ImageOps.exif_transpose(photo).convert('RGB'))
+p_dog = float(load('model.jax').call(load('resize.jax').call(photo)[None])[0])
+print('dog' if p_dog >= 0.5 else 'cat', p_dog)
 """
 
 
@@ -150,6 +163,7 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
       jax.jit(inference_fn(config, variables, predictor.temperature)),
       platforms=PLATFORMS,
     )(images)
+    resizer = resize.export(size, PLATFORMS)
   except Exception as e:  # noqa: BLE001 - lowering fails in many ways.
     first = str(e).strip().splitlines()[0] if str(e).strip() else ''
     raise UsageError(
@@ -158,8 +172,9 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
     ) from e
   output = output or workdir_lib.path(workdir, workdir_lib.EXPORT)
   os.makedirs(output, exist_ok=True)
-  with fileio.atomic_write(os.path.join(output, ARTIFACT), 'wb') as f:
-    f.write(exported.serialize())
+  for name, artifact in ((ARTIFACT, exported), (RESIZER, resizer)):
+    with fileio.atomic_write(os.path.join(output, name), 'wb') as f:
+      f.write(artifact.serialize())
   fileio.write_json(
     os.path.join(output, METADATA),
     {
@@ -168,7 +183,8 @@ def export_workdir(workdir: str, output: str | None = None) -> str:
         'size': size,
         'layout': 'NHWC: [batch, height, width, RGB]',
         'dtype': 'uint8',
-        'resize': 'squash the whole photo to size x size, as training did',
+        'resize': f'{RESIZER}: a uint8 RGB photo [height, width, 3] of any '
+        'size to [size, size, 3], squashed as training and predict do',
       },
       'output': 'p(dog), float32 [batch]',
       'decision': 'dog when p(dog) >= 0.5, else cat',

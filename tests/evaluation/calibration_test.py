@@ -17,7 +17,6 @@ from catdog_jax.evaluation import report
 from catdog_jax.serving import export
 from tests import helpers
 from tests.serving.export_test import load
-from tests.serving.export_test import photos_as_inputs
 
 
 @pytest.mark.parametrize('true_temperature', [0.5, 1.0, 2.5])
@@ -117,7 +116,7 @@ def test_predict_eval_and_export_divide_by_the_fitted_temperature(
   rows, _ = predict.predict(calibrated_workdir, str(photos))
   paths = [row['path'] for row in rows]
   size = predictor.config.data.image_size
-  inputs = photos_as_inputs(paths, size)
+  inputs = helpers.photos_as_inputs(paths, size)
   batch = {
     'image': inputs,
     'label': np.zeros(len(inputs), np.int32),

@@ -1,15 +1,20 @@
 """--mode=export: one file that runs with jax alone, predicting as predict."""
 
+import glob
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import cv2
 import jax
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
+from PIL import ImageOps
 
 from catdog_jax import train
 from catdog_jax.data import images
@@ -18,6 +23,7 @@ from catdog_jax.evaluation import predict
 from catdog_jax.serving import export
 from tests import helpers
 
+KAGGLE_ORIG = os.path.join(helpers.SHARED_DATA, 'kaggle-orig')
 # Any of these imported by the loader would mean it needs this project.
 FORBIDDEN = ('catdog_jax', 'flax', 'optax', 'orbax')
 GUARD = f"""
@@ -30,34 +36,45 @@ sys.meta_path.insert(0, Forbid())
 """
 
 
-def load(folder):
-  with open(os.path.join(folder, export.ARTIFACT), 'rb') as f:
+def load(folder, name=export.ARTIFACT):
+  with open(os.path.join(folder, name), 'rb') as f:
     return jax.export.deserialize(bytearray(f.read()))
 
 
-def photos_as_inputs(paths, size):
-  """The photos as the exported model takes them: RGB uint8 at its size."""
-  inputs = []
+def exported_p_dog(folder, paths, decode=images.decode_rgb):
+  """p(dog) of the photos through the export alone: each decoded at its
+  own size, resized by resize.jax, then model.jax on the batch."""
+  resizer = load(folder, export.RESIZER)
+  resized = []
   for path in paths:
     with open(path, 'rb') as f:
-      inputs.append(images.resize(images.decode_rgb(f.read()), size))
-  return np.stack(inputs)
+      resized.append(np.asarray(resizer.call(decode(f.read()))))
+  return np.asarray(load(folder).call(np.stack(resized)))
 
 
 def assert_exported_predicts_as_predict(workdir, photos):
   folder = export.export_workdir(workdir)
   rows, _ = predict.predict(workdir, photos)
-  size = predict.load_config(workdir).data.image_size
-  paths = [row['path'] for row in rows]
-  got = np.asarray(load(folder).call(photos_as_inputs(paths, size)))
+  got = exported_p_dog(folder, [row['path'] for row in rows])
   np.testing.assert_allclose(got, [r['prob_dog'] for r in rows], atol=1e-5)
   return folder
+
+
+# Shapes that take each of predict's resize rules to 32 px: area averaging
+# (2 x 2 blocks among them), bilinear shrinking and growing, and OpenCV's
+# emulation of area where one axis grows.
+PHOTO_SHAPES = [(80, 60), (64, 64), (50, 40), (20, 24), (90, 20)]
 
 
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
   root = tmp_path_factory.mktemp('photos')
-  helpers.write_dataset(root, 'folders', per_class=4, seed=11)
+  rng = np.random.default_rng(11)
+  for i, (height, width) in enumerate(PHOTO_SHAPES * 2):
+    label = i % 2
+    square = helpers.synthetic_image(label, rng, size=max(height, width))
+    name = ('Cats', 'Dogs')[label]
+    helpers.write_jpeg(str(root / name / f'{i}.jpg'), square[:height, :width])
   return str(root)
 
 
@@ -88,19 +105,24 @@ def test_the_cpu_resnet_and_a_backbone_export_exactly(
     assert_exported_predicts_as_predict(str(tmp_path / name), photos)
 
 
-def test_the_documented_lines_run_with_jax_alone(trained_run, tmp_path):
+def test_the_documented_lines_take_a_jpeg_to_predicts_answer_with_jax_alone(
+  trained_run, photos, tmp_path
+):
   folder = export.export_workdir(trained_run.workdir, str(tmp_path / 'out'))
   with open(os.path.join(folder, export.METADATA)) as f:
     lines = json.load(f)['load_and_run']
-  assert len(lines) <= 12
+  assert len(lines) <= 16
+  (row,), _ = predict.predict(trained_run.workdir, f'{photos}/Dogs/1.jpg')
+  shutil.copy(row['path'], os.path.join(folder, 'photo.jpg'))
   result = subprocess.run(
     [sys.executable, '-c', GUARD + '\n'.join(lines)],
     cwd=folder, capture_output=True, text=True, timeout=120,
     env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'},
   )  # fmt: skip
   assert result.returncode == 0, result.stderr[-2000:]
-  expected = np.asarray(load(folder).call(np.zeros((2, 32, 32, 3), np.uint8)))
-  assert "['" in result.stdout and f'{expected[0]:.4f}'[:5] in result.stdout
+  label, p_dog = result.stdout.split()
+  assert label == row['predicted']
+  assert float(p_dog) == pytest.approx(row['prob_dog'], abs=1e-5)
 
 
 def test_the_guard_would_catch_an_import():
@@ -152,3 +174,43 @@ def test_the_measured_figures_carry_their_caveats(
   line = page.other_folder_line(other)
   assert f'{train_photos} of them are photos of the training split' in line
   assert f'on the other {80 - train_photos}: accuracy' in line
+
+
+def pillow_rgb(data: bytes) -> np.ndarray:
+  """A JPEG decoded as model.json's lines decode it, with Pillow."""
+  photo = Image.open(io.BytesIO(data))
+  short = min(photo.size)
+  factor = max([f for f in (2, 4, 8) if short // f >= 1024], default=1)
+  photo.draft('RGB', (photo.width // factor, photo.height // factor))
+  return np.asarray(ImageOps.exif_transpose(photo).convert('RGB'))
+
+
+@pytest.mark.parametrize('shape', [(3024, 4032), (2047, 3000)])
+def test_pillow_decodes_a_large_jpeg_as_predict_does(shape):
+  """Reduced by libjpeg's DCT scaling (predict's rule for a short side of
+  2048 px or more) or not, Pillow's pixels are OpenCV's."""
+  rng = np.random.default_rng(0)
+  small = rng.integers(0, 256, (shape[0] // 16, shape[1] // 16, 3), np.uint8)
+  image = cv2.resize(small, shape[::-1], interpolation=cv2.INTER_CUBIC)
+  data = cv2.imencode('.jpg', image)[1].tobytes()
+  np.testing.assert_array_equal(pillow_rgb(data), images.decode_rgb(data))
+
+
+@pytest.mark.slow  # Reads ../shared/data; the zero-shot Lite0's tiny run.
+@pytest.mark.skipif(
+  not os.path.isdir(KAGGLE_ORIG), reason='../shared/data is absent'
+)
+@pytest.mark.optimized  # XLA's fusions, as a user's call compiles them.
+def test_full_size_photos_decoded_by_opencv_or_pillow_give_predicts_answer(
+  tiny_runs,
+):
+  workdir = tiny_runs('zeroshot_lite0')
+  folder = export.export_workdir(workdir)
+  paths = sorted(glob.glob(os.path.join(KAGGLE_ORIG, '*', '*.jpg')))[::25]
+  rows, skipped = predict.predict(workdir, paths)
+  assert not skipped and len(rows) == 40
+  paths = [row['path'] for row in rows]
+  expected = [row['prob_dog'] for row in rows]
+  for decode in (images.decode_rgb, pillow_rgb):
+    got = exported_p_dog(folder, paths, decode)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
