@@ -214,3 +214,11 @@ def test_full_size_photos_decoded_by_opencv_or_pillow_give_predicts_answer(
   for decode in (images.decode_rgb, pillow_rgb):
     got = exported_p_dog(folder, paths, decode)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_docs_show_the_lines_model_json_carries():
+  with open(os.path.join(helpers.REPO, 'docs', 'serving.md')) as f:
+    docs = f.read()
+  snippet = docs.split('```python\n', 1)[1].split('```', 1)[0]
+  code = [line for line in snippet.splitlines() if line.strip()]
+  assert code == [line for line in export.LOADER.splitlines() if line.strip()]
