@@ -208,3 +208,41 @@ def test_calls_from_several_threads_at_once_finish_and_agree():
     assert not thread.is_alive(), 'oneDNN calls did not finish'
   for result in results:
     jax.tree.map(np.testing.assert_array_equal, result, want)
+
+
+def fake_onednn(prefix, version, libdir='lib'):
+  """A prefix holding what find_onednn looks for (empty files, a version
+  header): nothing is compiled or loaded from it."""
+  headers = prefix / 'include' / 'oneapi' / 'dnnl'
+  headers.mkdir(parents=True)
+  (headers / 'dnnl.hpp').write_text('')
+  major, minor, patch = version
+  (headers / 'dnnl_version.h').write_text(
+    f'#define DNNL_VERSION_MAJOR {major}\n#define DNNL_VERSION_MINOR {minor}\n'
+    f'#define DNNL_VERSION_PATCH {patch}\n'
+  )
+  (prefix / libdir).mkdir(parents=True)
+  (prefix / libdir / 'libdnnl.so').write_text('')
+  return str(prefix)
+
+
+def test_the_newest_onednn_is_built_against_unless_a_root_is_set(tmp_path):
+  wheels = fake_onednn(tmp_path / 'venv', (3, 2, 0))
+  system = fake_onednn(tmp_path / 'usr', (2, 6, 3), 'lib/x86_64-linux-gnu')
+  newer = fake_onednn(tmp_path / 'local', (3, 10, 1))
+  assert onednn.find_onednn({}, (wheels, system)) == (
+    f'{wheels}/include',
+    f'{wheels}/lib/libdnnl.so',
+  )
+  assert onednn.find_onednn({}, (wheels, system, newer))[0] == (
+    f'{newer}/include'
+  )
+  chosen = {onednn.ROOT_ENV: system}
+  assert onednn.find_onednn(chosen, (wheels, newer)) == (
+    f'{system}/include',
+    f'{system}/lib/x86_64-linux-gnu/libdnnl.so',
+  )
+  with pytest.raises(onednn.Unavailable, match='has no include/oneapi'):
+    onednn.find_onednn({onednn.ROOT_ENV: str(tmp_path)}, (wheels,))
+  with pytest.raises(onednn.Unavailable, match='pip install onednn-cpu-gomp'):
+    onednn.find_onednn({}, (str(tmp_path / 'nothing'),))

@@ -10,9 +10,10 @@ float32 results, as a TPU's default precision does); on any other platform
 it is XLA's own conv, so GPU and TPU lowering are unchanged.
 
 The C++ (conv.cc) is compiled on first use with the system's g++ against
-oneDNN's headers and library (Debian/Ubuntu: `apt install libdnnl-dev`,
-or CATDOG_JAX_ONEDNN_ROOT=PREFIX), cached under the user cache folder by
-the hash of its source and the versions it was built against.
+oneDNN's headers and library: the PyPI wheels this package depends on (on
+x86-64 Linux), a newer system oneDNN (`apt install libdnnl-dev`), or the
+one under CATDOG_JAX_ONEDNN_ROOT=PREFIX; cached under the user cache folder
+by the hash of its source and the versions it was built against.
 """
 
 import ctypes
@@ -20,7 +21,9 @@ import fcntl
 import functools
 import hashlib
 import os
+import re
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -53,29 +56,63 @@ class Unavailable(Exception):
   """oneDNN's bf16 convolutions cannot run here; the message says why."""
 
 
-def _prefixes() -> list[str]:
-  prefixes = [os.environ[ROOT_ENV]] if os.environ.get(ROOT_ENV) else []
-  return prefixes + ['/usr', '/usr/local']
+# Where oneDNN may be: this environment's prefix (the onednn-cpu-gomp and
+# onednn-devel-cpu-gomp wheels, a dependency on x86-64 Linux, put lib/ and
+# include/ there), then the system's (apt install libdnnl-dev).
+_SYSTEM_PREFIXES = ('/usr', '/usr/local')
+_LIBRARY_DIRS = ('lib', 'lib64', 'lib/x86_64-linux-gnu')
 
 
-def find_onednn() -> tuple[str, str]:
-  """(include folder, library file) of an installed oneDNN.
+def installed(prefix: str) -> tuple[str, str, tuple[int, ...]] | None:
+  """(include folder, library file, version) of a oneDNN under `prefix`,
+  None if it has no headers and library."""
+  include = os.path.join(prefix, 'include')
+  version_header = os.path.join(include, 'oneapi/dnnl/dnnl_version.h')
+  if not os.path.isfile(os.path.join(include, 'oneapi/dnnl/dnnl.hpp')):
+    return None
+  for libdir in _LIBRARY_DIRS:
+    library = os.path.join(prefix, libdir, 'libdnnl.so')
+    if os.path.isfile(library) and os.path.isfile(version_header):
+      return include, library, _version(version_header)
+  return None
+
+
+def _version(header: str) -> tuple[int, ...]:
+  with open(header) as f:
+    text = f.read()
+  return tuple(
+    int(re.search(rf'#define DNNL_VERSION_{part}\s+(\d+)', text).group(1))
+    for part in ('MAJOR', 'MINOR', 'PATCH')
+  )
+
+
+def find_onednn(
+  environ=os.environ, prefixes=(sys.prefix, *_SYSTEM_PREFIXES)
+) -> tuple[str, str]:
+  """(include folder, library file) of the oneDNN to build against: the one
+  under $CATDOG_JAX_ONEDNN_ROOT when set, else the newest installed (the
+  environment's wheels or the system's).
 
   Raises:
     Unavailable: naming what to install.
   """
-  for prefix in _prefixes():
-    include = os.path.join(prefix, 'include')
-    if not os.path.isfile(os.path.join(include, 'oneapi/dnnl/dnnl.hpp')):
-      continue
-    for libdir in ('lib', 'lib64', 'lib/x86_64-linux-gnu'):
-      library = os.path.join(prefix, libdir, 'libdnnl.so')
-      if os.path.isfile(library):
-        return include, library
-  raise Unavailable(
-    'oneDNN is not installed (apt install libdnnl-dev, or set '
-    f'{ROOT_ENV}=PREFIX with include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)'
-  )
+  if environ.get(ROOT_ENV):
+    found = installed(environ[ROOT_ENV])
+    if found is None:
+      raise Unavailable(
+        f'{ROOT_ENV}={environ[ROOT_ENV]} has no include/oneapi/dnnl/dnnl.hpp '
+        'and lib/libdnnl.so'
+      )
+    return found[:2]
+  found = [f for f in map(installed, prefixes) if f is not None]
+  if not found:
+    raise Unavailable(
+      'oneDNN is not installed (pip install onednn-cpu-gomp '
+      f'onednn-devel-cpu-gomp, apt install libdnnl-dev, or set {ROOT_ENV}'
+      '=PREFIX with include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)'
+    )
+  include, library, _ = max(found, key=lambda f: f[2])
+  return include, library
 
 
 def _build_id(include: str) -> str:

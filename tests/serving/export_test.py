@@ -200,15 +200,14 @@ def test_pillow_decodes_a_large_jpeg_as_predict_does(shape):
 @pytest.mark.skipif(
   not os.path.isdir(KAGGLE_ORIG), reason='../shared/data is absent'
 )
-@pytest.mark.optimized  # XLA's fusions, as a user's call compiles them.
 def test_full_size_photos_decoded_by_opencv_or_pillow_give_predicts_answer(
   tiny_runs,
 ):
   workdir = tiny_runs('zeroshot_lite0')
   folder = export.export_workdir(workdir)
-  paths = sorted(glob.glob(os.path.join(KAGGLE_ORIG, '*', '*.jpg')))[::25]
+  paths = sorted(glob.glob(os.path.join(KAGGLE_ORIG, '*', '*.jpg')))[::50]
   rows, skipped = predict.predict(workdir, paths)
-  assert not skipped and len(rows) == 40
+  assert not skipped and len(rows) == 20
   paths = [row['path'] for row in rows]
   expected = [row['prob_dog'] for row in rows]
   for decode in (images.decode_rgb, pillow_rgb):
