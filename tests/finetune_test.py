@@ -80,7 +80,9 @@ def test_fine_tuning_freezes_what_it_should_and_resumes_exactly(
                 optimizer__freeze='^layer')  # fmt: skip
   state = train.train_and_evaluate(config, tmp_path)
   init_rng, _ = jax.random.split(jax.random.key(config.seed))
-  fresh = state_lib.create_train_state(init_rng, config, num_steps=1)
+  fresh = jax.jit(  # As training initialises it (op by op: much slower).
+    lambda key: state_lib.create_train_state(key, config, num_steps=1)
+  )(init_rng)
   loaded = pretrained.load_variables(
     config.model,
     {'params': fresh.params, 'batch_stats': fresh.batch_stats},

@@ -76,7 +76,7 @@ def model_config(name: str, **fields) -> ml_collections.ConfigDict:
 def load(config, path, image_size: int):
   model = models.create_model(config)
   images = jnp.zeros((1, image_size, image_size, 3))
-  variables = model.init(jax.random.key(0), images)
+  variables = jax.jit(model.init)(jax.random.key(0), images)  # Not op by op.
   fresh = {'params': variables['params'],
            'batch_stats': variables.get('batch_stats', {})}  # fmt: skip
   return model, fresh, pretrained.load_variables(config, fresh, path)
