@@ -70,8 +70,11 @@ VARIANTS = {
 def images_per_sec(config) -> tuple[float, float]:
   """Median train and eval images/s of the config's model, as patched now."""
   num_steps = FLAGS.steps + 2
-  state = state_lib.create_train_state(jax.random.key(0), config, num_steps)
+  state = jax.jit(
+    lambda key: state_lib.create_train_state(key, config, num_steps)
+  )(jax.random.key(0))
   # New jitted functions each time: no variant reuses another's executable.
+  evaluate.forget_compiled_steps()
   data_sharding, replicated = mesh.create_shardings()
   train_fn = train.compile_train_step(
     config, num_steps, data_sharding, replicated

@@ -156,6 +156,12 @@ def _jitted_eval_step(model, flip, translate, data_sharding, replicated):
   )
 
 
+def forget_compiled_steps() -> None:
+  """Drops the jitted eval steps kept for reuse, for a benchmark that
+  patches a layer's code or XLA's options between measurements."""
+  _jitted_eval_step.cache_clear()
+
+
 # Models whose BatchNorm statistics recalibrate_batch_norm can recompute
 # (eval.recalibrate_bn_batches).
 RECALIBRATES = ('resnet', 'mini_xception', 'resnet50', 'efficientnet_lite')
