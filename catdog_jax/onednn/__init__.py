@@ -68,11 +68,12 @@ def installed(prefix: str) -> tuple[str, str, tuple[int, ...]] | None:
   None if it has no headers and library."""
   include = os.path.join(prefix, 'include')
   version_header = os.path.join(include, 'oneapi/dnnl/dnnl_version.h')
-  if not os.path.isfile(os.path.join(include, 'oneapi/dnnl/dnnl.hpp')):
+  headers = (os.path.join(include, 'oneapi/dnnl/dnnl.hpp'), version_header)
+  if not all(map(os.path.isfile, headers)):
     return None
   for libdir in _LIBRARY_DIRS:
     library = os.path.join(prefix, libdir, 'libdnnl.so')
-    if os.path.isfile(library) and os.path.isfile(version_header):
+    if os.path.isfile(library):
       return include, library, _version(version_header)
   return None
 

@@ -51,7 +51,7 @@ def resize(image, size: int):
   if not jax.config.jax_enable_x64:
     raise RuntimeError('resize needs jax.enable_x64(True) while tracing')
   # Arrays, not dimensions: symbolic ones cannot be compared with a size.
-  height, width = (jnp.asarray(d, jnp.int32) for d in image.shape[:2])
+  height, width = _as_int(image.shape[0]), _as_int(image.shape[1])
   shrinks_2x = jnp.maximum(height, width) >= 2 * size
   shrinks_both = (height >= size) & (width >= size)
   return lax.switch(
@@ -84,6 +84,7 @@ def _area(image, size: int):
 
 
 def _as_int(dimension):
+  """A dimension (perhaps symbolic) as an int32 array."""
   return jnp.asarray(dimension, jnp.int32)
 
 
@@ -167,7 +168,7 @@ def _taps(n, m: int, area_mode: bool, clamp: bool):
   its edge pixel; along the width (`clamp`) the weights move to the first
   as well, along the height they stay, which the vertical rounding sees."""
   d = jnp.arange(m, dtype=jnp.int32)
-  n = jnp.asarray(n, jnp.int32)
+  n = _as_int(n)
   if area_mode:
     # In float64 as OpenCV computes it (its floor of d * scale can fall
     # short of an exact integer): sx = floor(d n / m) and
