@@ -24,6 +24,16 @@ from tests import helpers
 jax.config.update('jax_disable_most_optimizations', True)
 
 
+# Test files that train whole runs (10-25 s a test): started first, they are
+# spread over pytest-xdist's workers, which take one test at a time
+# (pyproject.toml), instead of leaving one core waiting at the end.
+STARTED_FIRST = ('shipped_configs_test.py', 'whitening_test.py')
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: item.path.name not in STARTED_FIRST)
+
+
 @pytest.fixture(autouse=True)
 def _xla_optimizations(request):
   """XLA's usual optimizations for tests marked `optimized`."""
