@@ -39,13 +39,7 @@ _MODELS: dict[nn.Module, nn.Module] = {}
 def abstract_variables(config: ml_collections.ConfigDict, sharding) -> dict:
   """{'params', 'batch_stats'} as shapes and dtypes placed by `sharding`
   (batch_stats {} for models without BatchNorm); no memory spent."""
-  size = config.data.image_size
-  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  shapes = jax.eval_shape(create_model(config).init, jax.random.key(0), images)
-  shapes = {
-    'params': shapes['params'],
-    'batch_stats': shapes.get('batch_stats', {}),
-  }
+  shapes = models.variable_shapes(create_model(config), config.data.image_size)
   return jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
   )

@@ -164,13 +164,12 @@ def is_zero_shot(config: ml_collections.ConfigDict) -> bool:
 def probe(run: run_lib.Run):
   """probe_and_evaluate's work, in an open run."""
   config = run.config
-  state = jax.jit(
-    functools.partial(state_lib.create_train_state, config=config, num_steps=1)
-  )(jax.random.key(config.seed))
-  state = state_lib.load_pretrained(state, config.model, run.init_path)
+  data_sharding, replicated = mesh.create_shardings()
+  state = state_lib.fresh_state(
+    jax.random.key(config.seed), config, 1, run.init_path, replicated
+  )
   if is_zero_shot(config):
     logging.info('Zero-shot: the pretrained classifier as it is, no fit.')
-    data_sharding, replicated = mesh.create_shardings()
     eval_fn = evaluate.compile_eval_step(config, data_sharding, replicated)
     predictions = {
       split: evaluate.evaluate(eval_fn, evaluate.eval_variables(state),

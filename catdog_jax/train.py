@@ -176,14 +176,12 @@ def create_train_iterator(run: run_lib.Run, data_sharding):
 
 def initial_state(run: run_lib.Run, state, manager, train_iter):
   """(state, step): the newest intact checkpoint's, else the fresh state
-  with its pretrained weights or whitened stem."""
+  (pretrained weights already in it) with its stem whitened if asked."""
   restored = checkpointing.restore_newest_intact(manager, state, train_iter)
   if restored:
     logging.info('Resuming from checkpoint %d.', restored[0])
     return restored[1], restored[0]
-  if run.init_path:
-    state = state_lib.load_pretrained(state, run.config.model, run.init_path)
-  elif run.config.model.get('whiten_stem'):
+  if run.config.model.get('whiten_stem'):
     state = whitening.whiten_stem(
       state, run.splits['train'], run.source, run.config
     )
@@ -382,12 +380,9 @@ def train(run: run_lib.Run):
   data_sharding, replicated = mesh.create_shardings()
   train_iter = create_train_iterator(run, data_sharding)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(
-    functools.partial(
-      state_lib.create_train_state, config=config, num_steps=total_steps
-    ),
-    out_shardings=replicated,
-  )(init_rng)
+  state = state_lib.fresh_state(
+    init_rng, config, total_steps, run.init_path, replicated
+  )
   train_steps, eval_fn = compile_steps(
     run, total_steps, (data_sharding, replicated)
   )

@@ -15,11 +15,11 @@ import pytest
 from flax import traverse_util
 
 from catdog_jax import fileio
+from catdog_jax import mesh
 from catdog_jax import probe
 from catdog_jax import settings
 from catdog_jax import state as state_lib
 from catdog_jax import train
-from catdog_jax.models import pretrained
 from configs import finetune_resnet50
 from configs import probe_resnet50
 from tests import helpers
@@ -80,14 +80,10 @@ def test_fine_tuning_freezes_what_it_should_and_resumes_exactly(
                 optimizer__freeze='^layer')  # fmt: skip
   state = train.train_and_evaluate(config, tmp_path)
   init_rng, _ = jax.random.split(jax.random.key(config.seed))
-  fresh = jax.jit(  # As training initialises it (op by op: much slower).
-    lambda key: state_lib.create_train_state(key, config, num_steps=1)
-  )(init_rng)
-  loaded = pretrained.load_variables(
-    config.model,
-    {'params': fresh.params, 'batch_stats': fresh.batch_stats},
-    checkpoint_file,
+  fresh = state_lib.fresh_state(  # As training starts.
+    init_rng, config, 1, checkpoint_file, mesh.create_shardings()[1]
   )
+  loaded = {'params': fresh.params, 'batch_stats': fresh.batch_stats}
   for collection in ('params', 'batch_stats'):
     start = flat(loaded[collection])
     for path, value in flat(getattr(state, collection)).items():

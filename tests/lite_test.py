@@ -13,6 +13,7 @@ import pytest
 from flax import traverse_util
 
 from catdog_jax import fileio
+from catdog_jax import mesh
 from catdog_jax import models
 from catdog_jax import state as state_lib
 from catdog_jax.evaluation import predict
@@ -29,16 +30,16 @@ def flat(tree) -> dict:
 
 
 def package_variables(config) -> dict:
-  """The model's variables as loaded from the package, nothing trained."""
-  # Jitted as training does it: op by op, Lite0's init takes 20 s.
-  fresh = jax.jit(lambda key: state_lib.create_train_state(key, config, 1))(
-    jax.random.key(0)
-  )
-  return pretrained.load_variables(
-    config.model,
-    {'params': fresh.params, 'batch_stats': fresh.batch_stats},
+  """The variables a run of `config` starts from: the package's, nothing
+  trained (and the fresh head where the config has one)."""
+  fresh = state_lib.fresh_state(
+    jax.random.key(0),
+    config,
+    1,
     pretrained.resolve(config.model.init_from),
+    mesh.create_shardings()[1],
   )
+  return {'params': fresh.params, 'batch_stats': fresh.batch_stats}
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,9 @@ knows about data, training or checkpoints.
 """
 
 import dataclasses
+import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -118,11 +120,23 @@ def create_model(
   return MODELS[config.name](dtype=dtype, **kwargs)
 
 
-def param_shapes(config: ml_collections.ConfigDict, image_size: int):
-  """The model's parameters as shapes, for input of image_size x image_size.
+@functools.cache
+def variable_shapes(model: nn.Module, image_size: int) -> dict:
+  """{'params', 'batch_stats'} of `model` for image_size x image_size input,
+  as shapes and dtypes (batch_stats {} for models without BatchNorm).
 
-  Traces shapes only (no compile, no memory for the parameters).
+  Traces shapes only (no compile, no memory for the parameters), once per
+  model and size in a process: predict, the report and the page ask often.
+  The result is shared: callers must not change it.
   """
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  model = create_model(config)
-  return jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+  return {
+    'params': shapes['params'],
+    'batch_stats': shapes.get('batch_stats', {}),
+  }
+
+
+def param_shapes(config: ml_collections.ConfigDict, image_size: int):
+  """The parameters of config's model as shapes (`variable_shapes`)."""
+  return variable_shapes(create_model(config), image_size)['params']

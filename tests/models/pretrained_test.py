@@ -6,6 +6,7 @@ Logits are compared on the same photos (real ones from ../shared/data when
 present, else synthetic), relative to the largest reference logit.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from catdog_jax import mesh
 from catdog_jax import models
+from catdog_jax import state as state_lib
 from catdog_jax.data import images as images_lib
 from catdog_jax.data import input_pipeline
 from catdog_jax.data import sources
@@ -210,6 +213,39 @@ def test_dont_load_keeps_what_it_matches_fresh(tmp_path):
   for path_, value in loaded.items():
     same = np.array_equal(value, fresh[path_])
     assert same == ('logit/' in path_ or 'encoder_norm' in path_), path_
+
+
+def test_a_fresh_state_is_the_checkpoint_on_the_same_fresh_initialisation(
+  tmp_path,
+):
+  """Training's start: what initialising everything and then loading gives,
+  without the loaded layers' initialisers in the compiled program."""
+  path = small_vit_file(tmp_path)
+  config = helpers.tiny_config('/data', ema_decay=0.9)
+  config.model = model_config(
+    'vit', **SMALL_VIT, dont_load=('^logit/', 'encoder_norm')
+  )
+  key = jax.random.key(3)
+  state = state_lib.fresh_state(
+    key, config, 1, path, mesh.create_shardings()[1]
+  )
+  init = functools.partial(state_lib.create_train_state, config=config,
+                           num_steps=1)  # fmt: skip
+  everything = jax.jit(init)(key)
+  expected = pretrained.load_variables(
+    config.model,
+    {'params': everything.params, 'batch_stats': everything.batch_stats},
+    path,
+  )
+  ours = {'params': state.params, 'batch_stats': state.batch_stats}
+  jax.tree.map(np.testing.assert_array_equal, ours, expected)
+  jax.tree.map(np.testing.assert_array_equal, state.ema_params, state.params)
+  start = state_lib.pretrained_variables(config, path)
+  loaded_program = jax.jit(init).lower(key, start=start).as_text()
+  everything_program = jax.jit(init).lower(key).as_text()
+  # Random bits drawn for the fresh layers only (and the key's split).
+  drawn = loaded_program.count('threefry')
+  assert 0 < 3 * drawn < everything_program.count('threefry')
 
 
 def test_unknown_files_and_routes_are_one_line(tmp_path):
