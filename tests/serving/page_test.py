@@ -5,6 +5,7 @@ chromium (CI installs them); skips, saying which is missing, elsewhere.
 """
 
 import concurrent.futures
+import importlib.util
 import os
 import shutil
 
@@ -13,13 +14,19 @@ import pytest
 from catdog_jax.evaluation import predict
 from tests import helpers
 
-pytest.importorskip('gradio', reason='the serve extra (Gradio) is missing')
-playwright = pytest.importorskip(
-  'playwright.sync_api', reason="Playwright's Python package is missing"
-)
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+# Found, not imported: Gradio and Playwright take seconds to import, and
+# every pytest worker collects this file.
 pytestmark = [
   pytest.mark.slow,
+  pytest.mark.skipif(
+    importlib.util.find_spec('gradio') is None,
+    reason='the serve extra (Gradio) is missing',
+  ),
+  pytest.mark.skipif(
+    importlib.util.find_spec('playwright') is None,
+    reason="Playwright's Python package is missing",
+  ),
   pytest.mark.skipif(CHROMIUM is None, reason='no chromium (apt install it)'),
 ]
 # As a root CI user on a machine without a network: no sandbox, nothing
@@ -52,7 +59,9 @@ def uploads(tmp_path_factory):
 def test_a_person_uploads_photos_and_sees_what_predict_says(
   served, uploads, trained_run, tmp_path
 ):
-  with playwright.sync_playwright() as p:
+  from playwright import sync_api
+
+  with sync_api.sync_playwright() as p:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={'width': 1200, 'height': 1000})
     page.goto(served)
