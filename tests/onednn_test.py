@@ -156,19 +156,35 @@ def test_the_resnet_trains_with_it(flat_dataset):
   assert 'catdog_conv_forward' in text
 
 
+def test_the_fallback_says_what_it_costs_where_the_cpu_has_bf16(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n')
+  flags = onednn.cpu_flags(str(cpuinfo))
+  assert flags == {'fpu', 'avx512f', 'avx512_bf16'}
+  assert '1.5-1.8x' in onednn.fallback_cost(flags)
+  assert '1.5-1.8x' in onednn.fallback_cost(frozenset({'amx_bf16'}))
+  assert 'nothing lost' in onednn.fallback_cost(frozenset({'avx2'}))
+  assert onednn.cpu_flags(str(tmp_path / 'none')) == frozenset()
+
+
 def test_an_unknown_implementation_is_refused():
   with pytest.raises(UsageError, match='unknown cpu_convolutions'):
     onednn.check_implementation('mkl')
 
 
-def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch):
+def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch, caplog):
   def unavailable():
     raise onednn.Unavailable('not here')
 
   monkeypatch.setattr(onednn, 'load', unavailable)
   onednn.conv_for.cache_clear()
   try:
+    caplog.set_level('INFO')
     assert onednn.conv_for('auto') is None
+    # One line: why, and what it costs on this CPU.
+    [line] = [m for m in caplog.messages if 'Convolutions:' in m]
+    expected = onednn.fallback_cost(onednn.cpu_flags())
+    assert 'not used: not here' in line and expected in line
     with pytest.raises(UsageError, match='onednn_bf16: not here'):
       onednn.conv_for('onednn_bf16')
     with pytest.raises(UsageError, match='use auto or xla'):

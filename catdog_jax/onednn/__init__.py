@@ -203,6 +203,29 @@ def check_implementation(name: str) -> None:
       ) from e
 
 
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset[str]:
+  """The CPU's feature flags as Linux lists them (empty elsewhere)."""
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        if line.startswith('flags'):
+          return frozenset(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def fallback_cost(flags: frozenset[str]) -> str:
+  """What XLA's float32 convolutions cost, against oneDNN's bfloat16, on a
+  CPU with these feature flags (measured: docs/performance.md)."""
+  if flags & {'amx_bf16', 'avx512_bf16'}:
+    return (
+      "on this CPU that makes the CPU configs' ResNet train 1.5-1.8x "
+      'and evaluate 1.8-2.2x slower'
+    )
+  return 'nothing lost: this CPU has no bfloat16 hardware'
+
+
 @functools.cache
 def conv_for(name: str):
   """The `conv_general_dilated` the models get for config.cpu_convolutions:
@@ -215,7 +238,8 @@ def conv_for(name: str):
   except Unavailable as e:
     if name == 'onednn_bf16':
       raise UsageError(f'cpu_convolutions=onednn_bf16: {e}') from e
-    logging.info('Convolutions: XLA float32 (oneDNN bf16 not used: %s).', e)
+    logging.info('Convolutions: XLA float32 (oneDNN bf16 not used: %s; %s).',
+                 e, fallback_cost(cpu_flags()))  # fmt: skip
     return None
   logging.info('Convolutions: oneDNN bfloat16 (%s).', kernel)
   return conv_general_dilated
