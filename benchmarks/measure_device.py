@@ -35,6 +35,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string('images', None, 'Training folder, for the host feed.')
 flags.DEFINE_list('batch_sizes', ['128', '256'], 'Host feed batch sizes.')
+flags.DEFINE_list(
+  'decode_workers', ['1', '2'], 'Host feed: decode threads, then processes.'
+)
 flags.DEFINE_integer('steps', 20, 'Timed repetitions per figure.')
 flags.DEFINE_multi_string('set', [], 'Override for every config, key=value.')
 flags.DEFINE_bool('full_run', False, 'Also run configs/gpu.py end to end.')
@@ -115,6 +118,7 @@ def host_rows() -> list[str]:
   args.append('--mode=host')
   args += [f'--images={FLAGS.images}', f'--steps={FLAGS.steps}']
   args.append(f'--batch_sizes={",".join(FLAGS.batch_sizes)}')
+  args.append(f'--decode_workers={",".join(FLAGS.decode_workers)}')
   return [
     row(
       f'host feed, {r["path"]}, batch {r["batch_size"]}'

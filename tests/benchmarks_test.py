@@ -166,7 +166,8 @@ def test_device_measurement_prints_rows_to_paste(flat_dataset):
   """On the CPU here: the same script a first GPU session runs."""
   result = subprocess.run(
     [sys.executable, 'benchmarks/measure_device.py', '--configs=base',
-     f'--images={flat_dataset}', '--batch_sizes=8', '--steps=1',
+     f'--images={flat_dataset}', '--batch_sizes=8', '--decode_workers=1',
+     '--steps=1',
      *[f'--set={pair}' for pair in TINY_SET]],
     cwd=REPO, capture_output=True, text=True, timeout=600,
   )  # fmt: skip
