@@ -86,10 +86,10 @@ def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
 
 @pytest.mark.slow
 def test_zero_shot_workdir_exports_and_summarises(
-  zero_shot_workdir, flat_dataset
+  zero_shot_workdir, flat_dataset, tmp_path
 ):
   folder = export_test.assert_exported_predicts_as_predict(
-    zero_shot_workdir, flat_dataset
+    zero_shot_workdir, flat_dataset, str(tmp_path / 'export')
   )
   with open(os.path.join(folder, 'model.json')) as f:
     source = json.load(f)['initialised_from']

@@ -52,8 +52,10 @@ def exported_p_dog(folder, paths, decode=images.decode_rgb):
   return np.asarray(load(folder).call(np.stack(resized)))
 
 
-def assert_exported_predicts_as_predict(workdir, photos):
-  folder = export.export_workdir(workdir)
+def assert_exported_predicts_as_predict(workdir, photos, output=None):
+  """`workdir` exported (into `output`, else the workdir's own folder)
+  gives predict's p(dog) on `photos`."""
+  folder = export.export_workdir(workdir, output)
   rows, _ = predict.predict(workdir, photos)
   got = exported_p_dog(folder, [row['path'] for row in rows])
   np.testing.assert_allclose(got, [r['prob_dog'] for r in rows], atol=1e-5)
