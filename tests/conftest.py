@@ -66,6 +66,12 @@ def shared_folder(tmp_path_factory, name: str, build) -> str:
 
 
 @pytest.fixture(scope='session')
+def shared(tmp_path_factory):
+  """(name, build) -> `shared_folder`: made once for every worker."""
+  return functools.partial(shared_folder, tmp_path_factory)
+
+
+@pytest.fixture(scope='session')
 def flat_dataset(tmp_path_factory):
   return shared_folder(
     tmp_path_factory,

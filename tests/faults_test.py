@@ -55,13 +55,16 @@ def read_json(workdir, name):
     return json.load(f)
 
 
-@pytest.fixture(scope='module')
-def long_straight_log_loss(flat_dataset, tmp_path_factory):
-  """Test log-loss of the long run, never interrupted."""
-  workdir = tmp_path_factory.mktemp('straight')
-  result = run_main(helpers.tiny_flags(flat_dataset, **LONG_RUN), workdir)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return read_json(workdir, 'eval_test.json')['log_loss']
+@pytest.fixture(scope='session')
+def long_straight_log_loss(flat_dataset, shared):
+  """Test log-loss of the long run, never interrupted (run once for every
+  worker: the kill tests run on both)."""
+
+  def train(workdir):
+    result = run_main(helpers.tiny_flags(flat_dataset, **LONG_RUN), workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+  return read_json(shared('long_straight', train), 'eval_test.json')['log_loss']
 
 
 def start_and_kill_after_first_checkpoint(flags, workdir, sig):

@@ -44,13 +44,17 @@ def read_log_loss(workdir):
     return json.load(f)['log_loss']
 
 
-@pytest.fixture(scope='module')
-def two_device_log_loss(flat_dataset, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('two_devices')
-  flags = helpers.tiny_flags(flat_dataset, **RUN)
-  result = run(command('main.py', *flags, f'--workdir={workdir}'), TWO_DEVICES)
-  assert 'on 2 devices' in result.stderr
-  return read_log_loss(workdir)
+@pytest.fixture(scope='session')
+def two_device_log_loss(flat_dataset, shared):
+  """Test log-loss of the run on two devices, once for every worker."""
+
+  def train(workdir):
+    flags = helpers.tiny_flags(flat_dataset, **RUN)
+    result = run(command('main.py', *flags, f'--workdir={workdir}'),
+                 TWO_DEVICES)  # fmt: skip
+    assert 'on 2 devices' in result.stderr
+
+  return read_log_loss(shared('two_devices', train))
 
 
 def test_one_device_ends_like_two(flat_dataset, tmp_path, two_device_log_loss):
