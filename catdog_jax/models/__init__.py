@@ -120,21 +120,27 @@ def create_model(
   return MODELS[config.name](dtype=dtype, **kwargs)
 
 
+def init_variables(model: nn.Module, rng, image_size: int) -> dict:
+  """`model`'s fresh {'params', 'batch_stats'} for image_size x image_size
+  input (batch_stats {} for models without BatchNorm)."""
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = model.init(rng, images)
+  return {
+    'params': variables['params'],
+    'batch_stats': variables.get('batch_stats', {}),
+  }
+
+
 @functools.cache
 def variable_shapes(model: nn.Module, image_size: int) -> dict:
-  """{'params', 'batch_stats'} of `model` for image_size x image_size input,
-  as shapes and dtypes (batch_stats {} for models without BatchNorm).
+  """`init_variables` as shapes and dtypes.
 
   Traces shapes only (no compile, no memory for the parameters), once per
   model and size in a process: predict, the report and the page ask often.
   The result is shared: callers must not change it.
   """
-  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), images)
-  return {
-    'params': shapes['params'],
-    'batch_stats': shapes.get('batch_stats', {}),
-  }
+  init = functools.partial(init_variables, model, image_size=image_size)
+  return jax.eval_shape(init, jax.random.key(0))
 
 
 def param_shapes(config: ml_collections.ConfigDict, image_size: int):
