@@ -41,15 +41,6 @@ def bf16(x):
   return x.astype(jnp.bfloat16).astype(jnp.float32)
 
 
-def xla_conv(strides, padding):
-  return functools.partial(
-    lax.conv_general_dilated,
-    window_strides=strides,
-    padding=padding,
-    dimension_numbers=NHWC,
-  )
-
-
 def random_pair(rng, n, h, w, c, k, f):
   x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
   kernel = jnp.asarray(rng.standard_normal((k, k, c, f)) * 0.2, jnp.float32)
@@ -63,28 +54,40 @@ def assert_close(got, want):
 
 @needs_onednn
 @pytest.mark.parametrize(
-  'shape, k, strides, padding',
+  'shape, k, strides, padding, groups',
   [
-    ((4, 16, 16, 8), 3, (1, 1), 'SAME'),
-    ((4, 17, 15, 8), 3, (2, 2), 'SAME'),  # Odd sizes: uneven SAME pads.
-    ((2, 32, 32, 3), 3, (2, 2), 'SAME'),  # The 3-channel stem.
-    ((4, 8, 8, 16), 1, (2, 2), 'VALID'),  # A strided 1x1 shortcut.
-    ((2, 12, 12, 8), 3, (1, 2), ((2, 0), (1, 1))),
+    ((4, 16, 16, 8), 3, (1, 1), 'SAME', 1),
+    ((4, 17, 15, 8), 3, (2, 2), 'SAME', 1),  # Odd sizes: uneven SAME pads.
+    ((2, 32, 32, 3), 3, (2, 2), 'SAME', 1),  # The 3-channel stem.
+    ((4, 8, 8, 16), 1, (2, 2), 'VALID', 1),  # A strided 1x1 shortcut.
+    ((2, 12, 12, 8), 3, (1, 2), ((2, 0), (1, 1)), 1),
+    ((4, 15, 15, 16), 5, (1, 1), 'SAME', 16),  # Depthwise, as in Lite.
+    ((2, 9, 9, 16), 3, (2, 2), 'SAME', 16),
+    ((2, 10, 11, 16), 5, (2, 2), 'SAME', 16),
+    ((2, 9, 9, 8), 7, (1, 1), ((3, 2), (1, 4)), 8),  # Windows overlap.
+    ((2, 10, 10, 8), 3, (1, 1), 'SAME', 2),  # Groups of 4 channels.
+    ((2, 10, 11, 8), 5, (2, 2), 'SAME', 2),
   ],
 )
 def test_conv_and_its_gradients_equal_xla_on_bf16_inputs(
-  shape, k, strides, padding
+  shape, k, strides, padding, groups
 ):
   rng = np.random.default_rng(0)
-  x, kernel = random_pair(rng, *shape, k, 16)
-  ours = functools.partial(
-    onednn.conv_general_dilated,
+  c = shape[-1]
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  kernel = jnp.asarray(
+    rng.standard_normal((k, k, c // groups, 16)) * 0.2, jnp.float32
+  )
+  geometry = dict(
     window_strides=strides,
     padding=padding,
     dimension_numbers=NHWC,
+    feature_group_count=groups,
   )
-  theirs = xla_conv(strides, padding)
+  ours = functools.partial(onednn.conv_general_dilated, **geometry)
+  theirs = functools.partial(lax.conv_general_dilated, **geometry)
   y, vjp = jax.vjp(jax.jit(ours), x, kernel)
+  assert 'catdog_conv_forward' in jax.jit(ours).lower(x, kernel).as_text()
   want, want_vjp = jax.vjp(theirs, bf16(x), bf16(kernel))
   assert y.dtype == jnp.float32 and y.shape == want.shape
   assert_close(y, want)
@@ -97,16 +100,16 @@ def test_conv_and_its_gradients_equal_xla_on_bf16_inputs(
 def test_what_it_does_not_cover_is_xlas_conv():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal((3, 3, 1, 4)), jnp.float32)
-  grouped = dict(
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 4)), jnp.float32)
+  dilated = dict(
     window_strides=(1, 1),
     padding='SAME',
     dimension_numbers=NHWC,
-    feature_group_count=4,
+    rhs_dilation=(2, 2),
   )
   np.testing.assert_array_equal(
-    onednn.conv_general_dilated(x, kernel, **grouped),
-    lax.conv_general_dilated(x, kernel, **grouped),
+    onednn.conv_general_dilated(x, kernel, **dilated),
+    lax.conv_general_dilated(x, kernel, **dilated),
   )
 
 

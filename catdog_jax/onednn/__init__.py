@@ -173,6 +173,11 @@ def load() -> str:
   Raises:
     Unavailable: when it cannot build, or this CPU has no bf16 kernels.
   """
+  # oneDNN's OpenMP threads share the cores with XLA's: GNU OpenMP's
+  # default, spinning after each call, starved XLA's and made Lite0's small
+  # convolutions 2-8x slower (docs/performance.md). Read when libgomp
+  # loads, so too late where something loaded it already.
+  os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
   library = ctypes.CDLL(build())
   library.CatdogConvKernelName.restype = ctypes.c_char_p
   kernel = library.CatdogConvKernelName().decode()
@@ -248,45 +253,109 @@ def conv_for(name: str):
 # --- The differentiable convolution --------------------------------------
 
 
-def _attributes(strides, padding) -> dict:
+def _attributes(strides, padding, groups) -> dict:
   return {
     'strides': np.asarray(strides, np.int64),
     'padding': np.asarray([p for pair in padding for p in pair], np.int64),
+    'groups': np.int64(groups),
   }
 
 
-def _call(op: str, shape, a, b, strides, padding):
+def _call(op: str, shape, a, b, geometry):
   call = jax.ffi.ffi_call(
     _TARGETS[op], jax.ShapeDtypeStruct(shape, jnp.float32)
   )
   return call(
-    a.astype(jnp.bfloat16),
-    b.astype(jnp.bfloat16),
-    **_attributes(strides, padding),
+    a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), **_attributes(*geometry)
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, strides, padding):
-  return _forward(x, kernel, strides, padding)[0]
+# geometry: (strides, ((lo, hi), (lo, hi)) padding, feature groups).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, kernel, geometry):
+  return _forward(x, kernel, geometry)[0]
 
 
-def _forward(x, kernel, strides, padding):
+def _forward(x, kernel, geometry):
+  strides, padding, _ = geometry
   n, h, w, _ = x.shape
   kh, kw, _, f = kernel.shape
   oh = (h + sum(padding[0]) - kh) // strides[0] + 1
   ow = (w + sum(padding[1]) - kw) // strides[1] + 1
-  y = _call('forward', (n, oh, ow, f), x, kernel, strides, padding)
+  y = _call('forward', (n, oh, ow, f), x, kernel, geometry)
   residuals = (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
   return y.astype(x.dtype), residuals
 
 
-def _backward(strides, padding, residuals, dy):
+def _backward(geometry, residuals, dy):
   # flax promotes the image and kernel to one dtype, the output's.
   x, kernel = residuals
-  dx = _call('backward_data', x.shape, dy, kernel, strides, padding)
-  dkernel = _call('backward_weights', kernel.shape, x, dy, strides, padding)
-  return dx.astype(dy.dtype), dkernel.astype(dy.dtype)
+  strides, padding, groups = geometry
+  dtype = dy.dtype
+  if groups > 1 and strides != (1, 1):
+    # oneDNN has no strided depthwise gradient kernels (it runs a generic
+    # grouped one, slower than XLA's taps); the gradient of a strided conv
+    # is the stride-1 conv's at the output gradient spread over the
+    # stride-1 grid with zeros between.
+    dy = _spread(dy, x.shape, kernel.shape, strides, padding)
+    geometry = ((1, 1), padding, groups)
+  dx = _call('backward_data', x.shape, dy, kernel, geometry)
+  dkernel = _kernel_gradient(x, dy, kernel.shape, geometry)
+  return dx.astype(dtype), dkernel.astype(dtype)
+
+
+def _kernel_gradient(x, dy, kernel_shape, geometry):
+  """The kernel's gradient of a conv at output gradient `dy`.
+
+  oneDNN's depthwise kernel gradient (jit_dw) takes 3x3 kernels only; a
+  5x5's falls to a generic grouped kernel 5-20x slower (docs/performance.md),
+  so at stride 1 a larger depthwise kernel's gradient is put together from
+  3x3 windows of it, each oneDNN's depthwise gradient.
+  """
+  strides, padding, groups = geometry
+  kh, kw, per_group, features = kernel_shape
+  depthwise = groups > 1 and per_group == 1 and features == groups
+  larger_than_3x3 = min(kh, kw) >= 3 and max(kh, kw) > 3
+  if not (depthwise and larger_than_3x3 and strides == (1, 1)):
+    return _call('backward_weights', kernel_shape, x, dy, geometry)
+  # jit_dw takes these 3x3 windows unpadded (the input padded here).
+  _, out_h, out_w, _ = dy.shape
+  x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  rows = []
+  for row, row_taps in _windows(kh):
+    pieces = []
+    for col, col_taps in _windows(kw):
+      window = x[:, row : row + out_h + 2, col : col + out_w + 2]
+      piece = _call(
+        'backward_weights', (3, 3, 1, features), window, dy,
+        ((1, 1), ((0, 0), (0, 0)), groups),
+      )  # fmt: skip
+      pieces.append(piece[row_taps][:, col_taps])
+    rows.append(jnp.concatenate(pieces, axis=1))
+  return jnp.concatenate(rows, axis=0)
+
+
+def _windows(k: int) -> list[tuple[int, slice]]:
+  """The 3-tap windows of a k-tap kernel axis: (first tap, which of the
+  window's taps are new), at 0, 3, ..., the last at k - 3 (overlapping the
+  one before)."""
+  windows, covered = [], 0
+  for start in sorted({*range(0, k - 2, 3), k - 3}):
+    windows.append((start, slice(covered - start, 3)))
+    covered = start + 3
+  return windows
+
+
+def _spread(dy, x_shape, kernel_shape, strides, padding):
+  """dy at every `strides`-th position of the stride-1 conv's output, zeros
+  between (in bfloat16, as oneDNN reads it)."""
+  pads = [(0, 0, 0)]
+  for i in (0, 1):
+    full = x_shape[1 + i] + sum(padding[i]) - kernel_shape[i] + 1
+    spread = (dy.shape[1 + i] - 1) * strides[i] + 1
+    pads.append((0, full - spread, strides[i] - 1))
+  dy = dy.astype(jnp.bfloat16)
+  return lax.pad(dy, jnp.zeros((), dy.dtype), [*pads, (0, 0, 0)])
 
 
 _conv.defvjp(_forward, _backward)
@@ -315,8 +384,8 @@ def conv_general_dilated(
 ):
   """`lax.conv_general_dilated`, in bfloat16 through oneDNN on the CPU.
 
-  What oneDNN here does not cover (dilations, grouped convolutions, other
-  layouts) is XLA's conv, as on other platforms.
+  What oneDNN here does not cover (dilations, other layouts) is XLA's
+  conv, as on other platforms.
   """
   xla = functools.partial(
     lax.conv_general_dilated,
@@ -331,7 +400,6 @@ def conv_general_dilated(
   )
   plain = (
     lhs.ndim == 4
-    and feature_group_count == 1
     and all(d == 1 for d in (lhs_dilation or (1, 1)))
     and all(d == 1 for d in (rhs_dilation or (1, 1)))
     and _nhwc_hwio(dimension_numbers, lhs.ndim)
@@ -343,9 +411,10 @@ def conv_general_dilated(
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides,
                                   padding)  # fmt: skip
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  geometry = (strides, padding, int(feature_group_count))
   return lax.platform_dependent(
     lhs,
     rhs,
-    cpu=lambda x, k: _conv(x, k, strides, padding),
+    cpu=lambda x, k: _conv(x, k, geometry),
     default=lambda x, k: xla(x, k),
   )

@@ -1,7 +1,8 @@
 // 2-D convolutions on the CPU through oneDNN, as XLA FFI custom calls.
 //
-// NHWC activations and HWIO kernels (JAX's layouts), bfloat16 inputs and
-// float32 outputs: on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels
+// NHWC activations and HWIO kernels (JAX's layouts; grouped convolutions,
+// depthwise included, with the kernel's output features group-major, as
+// JAX's feature_group_count has them), bfloat16 inputs and float32 outputs: on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels
 // take these layouts directly. Three calls make a differentiable conv
 // (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
 // input and the gradient of the kernel. Primitives are created once per
@@ -37,7 +38,7 @@ namespace {
 enum class Op { kForward, kBackwardData, kBackwardWeights };
 
 // What fixes a primitive: the op and every extent, stride and padding.
-using Key = std::tuple<int, std::array<int64_t, 13>>;
+using Key = std::tuple<int, std::array<int64_t, 14>>;
 
 struct Cached {
   dnnl::primitive conv;
@@ -105,16 +106,22 @@ Worker& worker() {
 struct Geometry {
   int64_t n, h, w, c, kh, kw, f, oh, ow;
   memory::dims strides, pad_lo, pad_hi;
+  int64_t groups = 1;
 
   memory::dims src() const { return {n, c, h, w}; }
-  memory::dims kernel() const { return {f, c, kh, kw}; }
+  memory::dims kernel() const {
+    if (groups == 1) return {f, c, kh, kw};
+    return {groups, f / groups, c / groups, kh, kw};
+  }
   memory::dims dst() const { return {n, f, oh, ow}; }
+  // JAX's HWIO, which for groups is oneDNN's hwigo: (kh, kw, c/g, f).
+  Tag hwio() const { return groups == 1 ? Tag::hwio : Tag::hwigo; }
 };
 
 Key KeyOf(Op op, const Geometry& g) {
   return {static_cast<int>(op),
           {g.n, g.h, g.w, g.c, g.kh, g.kw, g.f, g.strides[0], g.strides[1],
-           g.pad_lo[0], g.pad_lo[1], g.pad_hi[0], g.pad_hi[1]}};
+           g.pad_lo[0], g.pad_lo[1], g.pad_hi[0], g.pad_hi[1], g.groups}};
 }
 
 memory::desc Nhwc(const memory::dims& dims, Type type) {
@@ -184,7 +191,7 @@ std::shared_ptr<Cached> Create(Op op, const Geometry& g, const dnnl::engine& e) 
   }
   Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : Type::bf16;
   cached->reorder_kernel =
-      cached->kernel_desc != memory::desc(g.kernel(), hwio_type, Tag::hwio);
+      cached->kernel_desc != memory::desc(g.kernel(), hwio_type, g.hwio());
   return cached;
 }
 
@@ -205,16 +212,21 @@ ffi::ErrorOr<Geometry> GeometryOf(ffi::Span<const int64_t> nhwc,
                                   ffi::Span<const int64_t> hwio,
                                   ffi::Span<const int64_t> out,
                                   ffi::Span<const int64_t> strides,
-                                  ffi::Span<const int64_t> padding) {
+                                  ffi::Span<const int64_t> padding,
+                                  int64_t groups) {
   if (nhwc.size() != 4 || hwio.size() != 4 || out.size() != 4 ||
       strides.size() != 2 || padding.size() != 4) {
     return ffi::Unexpected(
         ffi::Error::InvalidArgument("onednn conv: expected NHWC, HWIO, "
                                     "2 strides, 4 pads"));
   }
+  if (groups < 1 || nhwc[3] != hwio[2] * groups || hwio[3] % groups != 0) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument(
+        "onednn conv: channels, kernel and groups disagree"));
+  }
   Geometry g{nhwc[0], nhwc[1], nhwc[2], nhwc[3], hwio[0], hwio[1], hwio[3],
              out[1],  out[2],  {strides[0], strides[1]},
-             {padding[0], padding[2]}, {padding[1], padding[3]}};
+             {padding[0], padding[2]}, {padding[1], padding[3]}, groups};
   return g;
 }
 
@@ -224,7 +236,7 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
   State& s = state();
   const dnnl::engine& e = s.engine;
   Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : Type::bf16;
-  memory user_kernel(memory::desc(g.kernel(), hwio_type, Tag::hwio), e,
+  memory user_kernel(memory::desc(g.kernel(), hwio_type, g.hwio()), e,
                      kernel);
   memory conv_kernel = user_kernel;
   if (cached->reorder_kernel) conv_kernel = memory(cached->kernel_desc, e);
@@ -269,7 +281,7 @@ void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                    ffi::Result<ffi::AnyBuffer> y,
                    ffi::Span<const int64_t> strides,
-                   ffi::Span<const int64_t> padding) {
+                   ffi::Span<const int64_t> padding, int64_t groups) {
   if (auto e = Check(x.element_type() == ffi::BF16 &&
                          kernel.element_type() == ffi::BF16 &&
                          y->element_type() == ffi::F32,
@@ -277,7 +289,7 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
       e.failure())
     return e;
   auto g = GeometryOf(x.dimensions(), kernel.dimensions(), y->dimensions(),
-                      strides, padding);
+                      strides, padding, groups);
   if (g.has_error()) return g.error();
   Run(Op::kForward, *g, x.untyped_data(), kernel.untyped_data(),
       y->untyped_data());
@@ -287,7 +299,7 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
 ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel,
                         ffi::Result<ffi::AnyBuffer> dx,
                         ffi::Span<const int64_t> strides,
-                        ffi::Span<const int64_t> padding) {
+                        ffi::Span<const int64_t> padding, int64_t groups) {
   if (auto e = Check(dy.element_type() == ffi::BF16 &&
                          kernel.element_type() == ffi::BF16 &&
                          dx->element_type() == ffi::F32,
@@ -295,7 +307,7 @@ ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel,
       e.failure())
     return e;
   auto g = GeometryOf(dx->dimensions(), kernel.dimensions(), dy.dimensions(),
-                      strides, padding);
+                      strides, padding, groups);
   if (g.has_error()) return g.error();
   Run(Op::kBackwardData, *g, dy.untyped_data(), kernel.untyped_data(),
       dx->untyped_data());
@@ -305,7 +317,7 @@ ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel,
 ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                            ffi::Result<ffi::AnyBuffer> dkernel,
                            ffi::Span<const int64_t> strides,
-                           ffi::Span<const int64_t> padding) {
+                           ffi::Span<const int64_t> padding, int64_t groups) {
   if (auto e = Check(x.element_type() == ffi::BF16 &&
                          dy.element_type() == ffi::BF16 &&
                          dkernel->element_type() == ffi::F32,
@@ -313,7 +325,7 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
       e.failure())
     return e;
   auto g = GeometryOf(x.dimensions(), dkernel->dimensions(), dy.dimensions(),
-                      strides, padding);
+                      strides, padding, groups);
   if (g.has_error()) return g.error();
   Run(Op::kBackwardWeights, *g, x.untyped_data(), dkernel->untyped_data(),
       dy.untyped_data());
@@ -322,14 +334,16 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
 
 }  // namespace
 
-// Two buffers in, one out, the strides and the (lo, hi) paddings.
+// Two buffers in, one out, the strides, the (lo, hi) paddings and the
+// number of groups.
 #define CATDOG_CONV_BINDING                    \
   ffi::Ffi::Bind()                             \
       .Arg<ffi::AnyBuffer>()                   \
       .Arg<ffi::AnyBuffer>()                   \
       .Ret<ffi::AnyBuffer>()                   \
       .Attr<ffi::Span<const int64_t>>("strides") \
-      .Attr<ffi::Span<const int64_t>>("padding")
+      .Attr<ffi::Span<const int64_t>>("padding") \
+      .Attr<int64_t>("groups")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvForward, Forward, CATDOG_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvBackwardData, BackwardData,
