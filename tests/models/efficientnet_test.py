@@ -19,6 +19,7 @@ import pytest
 from jax import lax
 
 from catdog_jax import models
+from catdog_jax import onednn
 from catdog_jax.errors import UsageError
 from catdog_jax.models import backbones
 from catdog_jax.models import efficientnet
@@ -97,6 +98,39 @@ def test_pointwise_conv_is_a_1x1_convolution():
     x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
   )
   np.testing.assert_allclose(layer.apply(variables, x), conv, rtol=1e-5)
+
+
+def onednn_skip_reason() -> str | None:
+  try:
+    onednn.load()
+  except onednn.Unavailable as e:
+    return f'oneDNN bf16: {e}'
+  return None
+
+
+@pytest.mark.skipif(onednn_skip_reason() is not None,
+                    reason=str(onednn_skip_reason()))  # fmt: skip
+def test_with_onednn_every_convolution_goes_to_it():
+  size = 32
+  ours = efficientnet.EfficientNetLite(conv_fn=onednn.conv_general_dilated)
+  xla = efficientnet.EfficientNetLite()
+  variables = models.init_variables(xla, jax.random.key(0), size)
+  images = jnp.asarray(
+    np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)), jnp.float32
+  )
+  text = jax.jit(ours.apply).lower(variables, images).as_text()
+  # The stem, 32 1x1s (15 expansions, 16 projections, the head conv) and
+  # the 16 depthwise convs.
+  assert text.count('@catdog_conv_forward(') == 1 + 32 + 16
+  # bfloat16 inputs to 49 layers: pooled features within a few percent.
+  got = jax.jit(ours.apply, static_argnames='features_only')(
+    variables, images, features_only=True
+  )
+  want = xla.apply(variables, images, features_only=True)
+  scale = float(jnp.max(jnp.abs(want)))
+  np.testing.assert_allclose(got, want, atol=0.03 * scale)
+  grads = jax.jit(jax.grad(lambda v: jnp.sum(ours.apply(v, images))))(variables)
+  assert all(jnp.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
 def test_zero_shot_logit_is_the_log_odds_of_the_dog_and_cat_classes():
