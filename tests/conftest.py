@@ -19,6 +19,7 @@ import pytest
 
 from catdog_jax import cli
 from catdog_jax import train
+from catdog_jax.evaluation import predict
 from tests import helpers
 
 jax.config.update('jax_disable_most_optimizations', True)
@@ -131,3 +132,18 @@ def tiny_runs(flat_dataset, tmp_path_factory):
   return lambda name: shared_folder(
     tmp_path_factory, f'tiny_{name}', functools.partial(train, name)
   )
+
+
+@pytest.fixture
+def float32_predict(monkeypatch):
+  """predict with XLA's float32 convolutions, whatever the workdir's
+  cpu_convolutions: the export's numerics and the PyTorch-checked model's
+  (oneDNN's bfloat16 moves p(dog) by up to ~5e-4; docs/serving.md)."""
+  load_config = predict.load_config
+
+  def in_float32(workdir):
+    config = load_config(workdir)
+    config.cpu_convolutions = 'xla'
+    return config
+
+  monkeypatch.setattr(predict, 'load_config', in_float32)

@@ -48,7 +48,9 @@ def zero_shot_workdir(tiny_runs):
 
 
 @pytest.mark.slow
-def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
+def test_zero_shot_saves_the_packages_model_untrained(
+  zero_shot_workdir, float32_predict
+):
   workdir = zero_shot_workdir
   with open(os.path.join(workdir, 'config.json')) as f:
     saved = json.load(f)['model']
@@ -86,7 +88,7 @@ def test_zero_shot_saves_the_packages_model_untrained(zero_shot_workdir):
 
 @pytest.mark.slow
 def test_zero_shot_workdir_exports_and_summarises(
-  zero_shot_workdir, flat_dataset, tmp_path
+  zero_shot_workdir, flat_dataset, tmp_path, float32_predict
 ):
   folder = export_test.assert_exported_predicts_as_predict(
     zero_shot_workdir, flat_dataset, str(tmp_path / 'export')

@@ -203,7 +203,7 @@ def test_pillow_decodes_a_large_jpeg_as_predict_does(shape):
   not os.path.isdir(KAGGLE_ORIG), reason='../shared/data is absent'
 )
 def test_full_size_photos_decoded_by_opencv_or_pillow_give_predicts_answer(
-  tiny_runs,
+  tiny_runs, float32_predict
 ):
   workdir = tiny_runs('zeroshot_lite0')
   folder = export.export_workdir(workdir)
