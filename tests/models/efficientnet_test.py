@@ -108,6 +108,7 @@ def onednn_skip_reason() -> str | None:
   return None
 
 
+@pytest.mark.slow  # 7-9 s; lite0_cpu's tiny run takes this path in the tier.
 @pytest.mark.skipif(onednn_skip_reason() is not None,
                     reason=str(onednn_skip_reason()))  # fmt: skip
 def test_with_onednn_every_convolution_goes_to_it():
