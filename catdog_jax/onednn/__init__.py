@@ -293,10 +293,10 @@ def _backward(geometry, residuals, dy):
   strides, padding, groups = geometry
   dtype = dy.dtype
   if groups > 1 and strides != (1, 1):
-    # oneDNN has no strided depthwise gradient kernels (it runs a generic
-    # grouped one, slower than XLA's taps); the gradient of a strided conv
-    # is the stride-1 conv's at the output gradient spread over the
-    # stride-1 grid with zeros between.
+    # oneDNN runs a strided grouped conv's gradients with a generic kernel,
+    # slower than XLA's taps for depthwise ones; the gradient of a strided
+    # conv is the stride-1 conv's at the output gradient spread over the
+    # stride-1 grid with zeros between, which its depthwise kernels take.
     dy = _spread(dy, x.shape, kernel.shape, strides, padding)
     geometry = ((1, 1), padding, groups)
   dx = _call('backward_data', x.shape, dy, kernel, geometry)
