@@ -2,7 +2,8 @@
 holds the plain helpers they use).
 
 Tests compile many tiny steps, where XLA's optimization passes cost more
-than they save; they are switched off (as flax's examples' tests do) except
+than they save; they are switched off (as flax's examples' tests do), in
+the processes the tests start too (main.py, benchmarks, workers), except
 for tests marked `optimized`, which inspect what XLA makes of the code.
 """
 
@@ -23,6 +24,8 @@ from catdog_jax.evaluation import predict
 from tests import helpers
 
 jax.config.update('jax_disable_most_optimizations', True)
+# Inherited by the processes tests start (JAX reads it when imported).
+os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
 
 
 # Test files that train whole runs (10-25 s a test): started first, they are
