@@ -97,6 +97,70 @@ def test_conv_and_its_gradients_equal_xla_on_bf16_inputs(
 
 
 @needs_onednn
+@pytest.mark.parametrize(
+  'shape, k, strides, groups, relu6',
+  [
+    ((2, 17, 15, 3), 3, 2, 1, True),  # Lite's stem.
+    ((2, 8, 8, 16), 1, 1, 1, True),  # An expansion.
+    ((2, 9, 9, 16), 3, 1, 16, True),  # Depthwise.
+    ((2, 10, 11, 16), 5, 2, 16, True),
+    ((2, 8, 8, 16), 1, 1, 1, False),  # A projection: float32 out.
+  ],
+)
+def test_the_conv_with_bias_and_relu6_equals_xla_on_bf16_inputs(
+  shape, k, strides, groups, relu6
+):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal(shape) * 2, jnp.float32)
+  kernel = jnp.asarray(
+    rng.standard_normal((k, k, shape[-1] // groups, 16)) * 0.5, jnp.float32
+  )
+  bias = jnp.asarray(rng.standard_normal(16), jnp.float32)
+  dtype = jnp.bfloat16 if relu6 else jnp.float32
+
+  def ours(x, kernel, bias):
+    return onednn.conv_bias_relu6(
+      x, kernel, bias, (strides, strides), 'SAME', groups, relu6, dtype
+    )
+
+  def theirs(x, kernel, bias):
+    y = lax.conv_general_dilated(
+      x, kernel, (strides, strides), 'SAME',
+      dimension_numbers=NHWC, feature_group_count=groups,
+    ) + bias  # fmt: skip
+    if not relu6:
+      return y
+    # ReLU6 of the bf16-rounded sum: its gradient is zero where that is 0
+    # or 6 (a sum just under 6 rounds to 6).
+    passed = (bf16(y) > 0) & (bf16(y) < 6)
+    return jnp.where(passed, y, lax.stop_gradient(jnp.clip(y, 0, 6)))
+
+  assert 'catdog_conv_forward_fused' in (
+    jax.jit(ours).lower(x, kernel, bias).as_text()
+  )
+  y, vjp = jax.vjp(jax.jit(ours), x, kernel, bias)
+  want, want_vjp = jax.vjp(theirs, bf16(x), bf16(kernel), bias)
+  assert y.dtype == dtype and y.shape == want.shape
+  assert_close_to_bf16(y, want)
+  # Values bf16 holds exactly, the output gradient oneDNN reads.
+  dy = bf16(jnp.asarray(rng.standard_normal(y.shape), jnp.float32))
+  (dx, dkernel, dbias) = vjp(dy.astype(dtype))
+  want_dx, *want_rest = want_vjp(dy)
+  assert_close_to_bf16(dx, want_dx)  # The input's gradient passes as bf16.
+  for got, expected in zip((dkernel, dbias), want_rest, strict=True):
+    assert_close(got, expected)
+
+
+def assert_close_to_bf16(got, want):
+  """`got` within a bfloat16 rounding of `want` (2**-8 of the largest: a
+  sum near 0 or 6 may round to the other side of ReLU6's edge)."""
+  scale = float(jnp.max(jnp.abs(want)))
+  np.testing.assert_allclose(
+    got.astype(jnp.float32), want, atol=2**-8 * scale, rtol=2**-8
+  )
+
+
+@needs_onednn
 def test_what_it_does_not_cover_is_xlas_conv():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)

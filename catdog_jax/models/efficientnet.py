@@ -89,49 +89,110 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    def norm(name):
-      return _batch_norm(self.frozen, self.dtype, name)
-
+    conv_norm = functools.partial(_conv_norm, self, train=train)
     inputs, channels = x, x.shape[-1]
     if self.expansion != 1:
       channels *= self.expansion
-      x = PointwiseConv(channels, self.dtype, self.conv_fn, name='expand_conv')(
-        x
-      )
-      x = relu6(norm('bn0')(x, train))
-    x = DepthwiseConv(
-      self.kernel, self.strides, self.dtype, self.conv_fn,
-      name='depthwise_conv',
-    )(x)  # fmt: skip
-    x = relu6(norm('bn1')(x, train))
-    x = PointwiseConv(
-      self.features, self.dtype, self.conv_fn, name='project_conv'
-    )(x)
-    x = norm('bn2')(x, train)
+      x = conv_norm(
+        PointwiseConv(channels, self.dtype, self.conv_fn, name='expand_conv'),
+        'bn0', x,
+      )  # fmt: skip
+    x = conv_norm(
+      DepthwiseConv(
+        self.kernel, self.strides, self.dtype, self.conv_fn,
+        name='depthwise_conv',
+      ),
+      'bn1', x,
+    )  # fmt: skip
+    x = conv_norm(
+      PointwiseConv(
+        self.features, self.dtype, self.conv_fn, name='project_conv'
+      ),
+      'bn2', x, activate=False,
+    )  # fmt: skip
     if self.strides == 1 and inputs.shape[-1] == self.features:
       x = x + inputs
     return x
 
 
+def _conv_norm(module, conv, norm_name, x, train, activate=True):
+  """`conv`, the BatchNorm `norm_name` and ReLU6 (if `activate`) on `x`,
+  inside `module`'s compact method.
+
+  Where the BatchNorm uses its running statistics (in inference, or frozen)
+  and `module.conv_fn` has a `fused` conv (oneDNN's), the BatchNorm is
+  folded into the conv's kernel and bias and the three run as one call
+  that writes the activations once, in bfloat16 after ReLU6 (ReLU6 then
+  acts on the bfloat16-rounded sum, its gradient zero where that is 0 or 6).
+  The variables are the same either way.
+  """
+  fused = getattr(module.conv_fn, 'fused', None)
+  path = (*module.scope.path, norm_name)
+  if fused is not None and (
+    not train or layers.batch_norm_frozen(module.frozen, path)
+  ):
+    folded = layers.FoldedBatchNorm(epsilon=_BN_EPSILON, name=norm_name)
+    dtype = jnp.bfloat16 if activate else module.dtype
+    return conv(x, fold=(folded, activate, dtype))
+  x = _batch_norm(module.frozen, module.dtype, norm_name)(conv(x), train)
+  return relu6(x) if activate else x
+
+
+def _fold(conv_fn, x, kernel, strides, padding, groups, fold):
+  """The conv of `x` by `kernel` with `fold`'s BatchNorm folded in."""
+  norm, activate, dtype = fold
+  multiplier, shift = norm(kernel.shape[-1])
+  return conv_fn.fused(
+    x, kernel * multiplier, shift, strides, padding, groups, activate, dtype
+  )
+
+
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+class StemConv(nn.Module):
+  """The stem: `nn.Conv`'s bias-free SAME conv (its kernel and arithmetic),
+  which a frozen BatchNorm after it can fold into (`_conv_norm`)."""
+
+  features: int
+  kernel_size: int = 3
+  strides: int = 2
+  dtype: jnp.dtype = jnp.float32
+  conv_fn: Callable | None = None
+
+  @nn.compact
+  def __call__(self, x, fold=None):
+    k, s = self.kernel_size, self.strides
+    kernel = self.param(
+      'kernel', nn.initializers.lecun_normal(), (k, k, x.shape[-1],
+                                                 self.features)
+    )  # fmt: skip
+    if fold is not None:
+      return _fold(self.conv_fn, x, kernel, (s, s), 'SAME', 1, fold)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    return (self.conv_fn or lax.conv_general_dilated)(
+      x, kernel, (s, s), 'SAME', dimension_numbers=_NHWC
+    )
 
 
 class PointwiseConv(nn.Module):
   """A 1x1 convolution without bias. With `conv_fn` (oneDNN's), that conv;
   else a matrix product over the channels, which XLA:CPU runs 1.5-8x faster
   than its own 1x1 convolution (docs/performance.md). Its kernel is
-  [1, 1, in, out], as a conv's."""
+  [1, 1, in, out], as a conv's. `fold`: see `_conv_norm`."""
 
   features: int
   dtype: jnp.dtype = jnp.float32
   conv_fn: Callable | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, fold=None):
     kernel = self.param(
       'kernel', nn.initializers.lecun_normal(), (1, 1, x.shape[-1],
                                                  self.features)
     )  # fmt: skip
+    if fold is not None:
+      return _fold(self.conv_fn, x, kernel, (1, 1), 'VALID', 1, fold)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.conv_fn is not None:
       return self.conv_fn(x, kernel, (1, 1), 'VALID', dimension_numbers=_NHWC)
@@ -140,7 +201,8 @@ class PointwiseConv(nn.Module):
 
 class DepthwiseConv(nn.Module):
   """A k x k depthwise convolution without bias, TensorFlow's SAME padding.
-  Its kernel is [k, k, 1, channels], as a grouped conv's (`depthwise`)."""
+  Its kernel is [k, k, 1, channels], as a grouped conv's (`depthwise`).
+  `fold`: see `_conv_norm`."""
 
   kernel_size: int
   strides: int = 1
@@ -148,11 +210,13 @@ class DepthwiseConv(nn.Module):
   conv_fn: Callable | None = None
 
   @nn.compact
-  def __call__(self, x):
-    k = self.kernel_size
+  def __call__(self, x, fold=None):
+    k, s = self.kernel_size, self.strides
     kernel = self.param(
       'kernel', nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1])
     )
+    if fold is not None:
+      return _fold(self.conv_fn, x, kernel, (s, s), 'SAME', x.shape[-1], fold)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.conv_fn is not None:
       s = self.strides
@@ -209,10 +273,13 @@ def _depthwise_taps(x, kernel, strides: int):
   return out
 
 
+# TensorFlow's settings, which the checkpoints were trained with.
+_BN_EPSILON = 1e-3
+
+
 def _batch_norm(frozen, dtype, name):
-  # TensorFlow's settings, which the checkpoints were trained with.
   return layers.FreezableBatchNorm(
-    frozen=frozen, momentum=0.99, epsilon=1e-3, dtype=dtype, name=name
+    frozen=frozen, momentum=0.99, epsilon=_BN_EPSILON, dtype=dtype, name=name
   )
 
 
@@ -241,12 +308,13 @@ class EfficientNetLite(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False, features_only=False):
+    conv_norm = functools.partial(_conv_norm, self, train=train)
     x = backbones.normalize(images, self.normalize).astype(self.dtype)
-    x = nn.Conv(
-      STEM_WIDTH, (3, 3), (2, 2), padding='SAME', use_bias=False,
-      dtype=self.dtype, conv_general_dilated=self.conv_fn, name='conv_stem',
-    )(x)  # fmt: skip
-    x = relu6(_batch_norm(self.frozen, self.dtype, 'bn0')(x, train))
+    x = conv_norm(
+      StemConv(STEM_WIDTH, dtype=self.dtype, conv_fn=self.conv_fn,
+               name='conv_stem'),
+      'bn0', x,
+    )  # fmt: skip
     for i, (expansion, kernel, strides, features) in enumerate(
       block_args(self.variant)
     ):
@@ -254,8 +322,8 @@ class EfficientNetLite(nn.Module):
         expansion, kernel, strides, features, self.frozen, self.dtype,
         self.conv_fn, name=f'blocks_{i}',
       )(x, train)  # fmt: skip
-    x = PointwiseConv(HEAD_WIDTH, self.dtype, self.conv_fn, name='conv_head')(x)
-    x = relu6(_batch_norm(self.frozen, self.dtype, 'bn1')(x, train))
+    head = PointwiseConv(HEAD_WIDTH, self.dtype, self.conv_fn, name='conv_head')
+    x = conv_norm(head, 'bn1', x).astype(self.dtype)
     x = layers.GlobalAvgPool(name='pool')(x)
     if features_only:
       return x.astype(jnp.float32)

@@ -9,6 +9,7 @@ import re
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 
 class MaxPool2x2(nn.Module):
@@ -84,6 +85,33 @@ class FreezableBatchNorm(nn.BatchNorm):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    scale_path = '/'.join((*self.scope.path, 'scale'))
-    is_frozen = bool(self.frozen) and bool(re.search(self.frozen, scale_path))
+    is_frozen = batch_norm_frozen(self.frozen, self.scope.path)
     return super().__call__(x, use_running_average=not train or is_frozen)
+
+
+def batch_norm_frozen(frozen: str, path) -> bool:
+  """Whether the BatchNorm at scope `path` is frozen by the regex `frozen`
+  (optimizer.freeze matches its scale)."""
+  return bool(frozen) and bool(re.search(frozen, '/'.join((*path, 'scale'))))
+
+
+class FoldedBatchNorm(nn.Module):
+  """A BatchNorm that normalises with its running statistics, returned as
+  the per-feature multiplier and shift for the conv before it to absorb
+  (its kernel times the multiplier, the shift as its bias). The variables
+  of `nn.BatchNorm`, with the same names and initial values."""
+
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, features: int):
+    scale = self.param('scale', nn.initializers.ones, (features,))
+    bias = self.param('bias', nn.initializers.zeros, (features,))
+    mean = self.variable(
+      'batch_stats', 'mean', lambda: jnp.zeros((features,), jnp.float32)
+    )
+    var = self.variable(
+      'batch_stats', 'var', lambda: jnp.ones((features,), jnp.float32)
+    )
+    multiplier = scale * lax.rsqrt(var.value + self.epsilon)
+    return multiplier, bias - mean.value * multiplier

@@ -22,8 +22,12 @@ def summarize(model: nn.Module, image_size: int) -> tuple[tuple, ...]:
   Runs on abstract shapes only, so no memory is spent on the parameters;
   traced once per model and size in a process (the report asks twice).
   A layer whose `__call__` calls its parent class's (a subclass of a flax
-  layer) is intercepted twice; it is listed once, by its own class.
+  layer) is intercepted twice; it is listed once, by its own class. The
+  layers are those of the model as written: with XLA's convolutions (a
+  oneDNN conv_fn folds BatchNorms into the convs before them).
   """
+  if getattr(model, 'conv_fn', None) is not None:
+    model = model.clone(conv_fn=None)
   rows = {}
 
   def record_layer(next_fn, args, kwargs, context):

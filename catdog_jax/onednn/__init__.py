@@ -40,11 +40,13 @@ _TARGETS = {
   'forward': 'catdog_conv_forward',
   'backward_data': 'catdog_conv_backward_data',
   'backward_weights': 'catdog_conv_backward_weights',
+  'forward_fused': 'catdog_conv_forward_fused',
 }
 _SYMBOLS = {
   'forward': 'CatdogConvForward',
   'backward_data': 'CatdogConvBackwardData',
   'backward_weights': 'CatdogConvBackwardWeights',
+  'forward_fused': 'CatdogConvForwardFused',
 }
 # Kernels that run bfloat16 in hardware: anything else (emulation, oneDNN's
 # reference code) is slower than XLA's float32.
@@ -361,6 +363,84 @@ def _spread(dy, x_shape, kernel_shape, strides, padding):
 _conv.defvjp(_forward, _backward)
 
 
+# --- The conv with a bias and ReLU6 as it writes (a BatchNorm folded in) ---
+
+
+# fusion: (geometry, relu6, the output's dtype).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _fused_conv(x, kernel, bias, fusion):
+  return _fused_forward(x, kernel, bias, fusion)[0]
+
+
+def _fused_forward(x, kernel, bias, fusion):
+  geometry, relu6, dtype = fusion
+  strides, padding, _ = geometry
+  n, h, w, _ = x.shape
+  kh, kw, _, f = kernel.shape
+  oh = (h + sum(padding[0]) - kh) // strides[0] + 1
+  ow = (w + sum(padding[1]) - kw) // strides[1] + 1
+  call = jax.ffi.ffi_call(
+    _TARGETS['forward_fused'], jax.ShapeDtypeStruct((n, oh, ow, f), dtype)
+  )
+  x, kernel = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  y = call(x, kernel, bias.astype(jnp.float32), relu6=relu6,
+           **_attributes(*geometry))  # fmt: skip
+  return y, (x, kernel, y)
+
+
+def _fused_backward(fusion, residuals, dy):
+  geometry, relu6, _ = fusion
+  x, kernel, y = residuals
+  if relu6:  # Where ReLU6 passed its input through.
+    dy = jnp.where((y > 0) & (y < 6), dy, jnp.zeros((), dy.dtype))
+  dbias = jnp.sum(dy, axis=(0, 1, 2), dtype=jnp.float32)
+  dx, dkernel = _backward(geometry, (x, kernel), dy.astype(jnp.float32))
+  return dx.astype(jnp.bfloat16), dkernel, dbias
+
+
+_fused_conv.defvjp(_fused_forward, _fused_backward)
+
+
+def conv_bias_relu6(x, kernel, bias, strides, padding, feature_group_count=1,
+                    relu6=True, dtype=jnp.bfloat16):  # fmt: skip
+  """relu6(conv(x, kernel) + bias) (or without relu6) in one oneDNN call
+  on the CPU, its output in `dtype` (float32 or bfloat16): a conv with the
+  BatchNorm after it folded into its kernel and bias. NHWC and HWIO;
+  `padding` as `lax.conv_general_dilated` takes it. Elsewhere, XLA's conv
+  and the same arithmetic.
+  """
+  strides = tuple(int(s) for s in strides)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides,
+                                  padding)  # fmt: skip
+  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  geometry = (strides, padding, int(feature_group_count))
+  fusion = (geometry, bool(relu6), jnp.dtype(dtype))
+
+  def xla(x, kernel, bias):
+    common = jnp.promote_types(x.dtype, kernel.dtype)
+    y = lax.conv_general_dilated(
+      x.astype(common), kernel.astype(common), strides, padding,
+      dimension_numbers=_NHWC,
+      feature_group_count=feature_group_count,
+    ) + bias  # fmt: skip
+    return (jnp.clip(y, 0, 6) if relu6 else y).astype(dtype)
+
+  def onednn(x, kernel, bias):
+    # The VJP's primals in the dtypes of the cotangents it returns.
+    return _fused_conv(
+      x.astype(jnp.bfloat16),
+      kernel.astype(jnp.float32),
+      bias.astype(jnp.float32),
+      fusion,
+    )
+
+  return lax.platform_dependent(x, kernel, bias, cpu=onednn, default=xla)
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
 def _nhwc_hwio(dimension_numbers, ndim: int) -> bool:
   numbers = lax.conv_dimension_numbers(
     (1,) * ndim, (1,) * ndim, dimension_numbers
@@ -418,3 +498,8 @@ def conv_general_dilated(
     cpu=lambda x, k: _conv(x, k, geometry),
     default=lambda x, k: xla(x, k),
   )
+
+
+# What a model may use beside the drop-in: the conv with a folded BatchNorm
+# and ReLU6 (EfficientNet-Lite does where its BatchNorm is frozen).
+conv_general_dilated.fused = conv_bias_relu6

@@ -5,7 +5,10 @@
 // JAX's feature_group_count has them), bfloat16 inputs and float32 outputs: on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels
 // take these layouts directly. Three calls make a differentiable conv
 // (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
-// input and the gradient of the kernel. Primitives are created once per
+// input and the gradient of the kernel. A fourth is the forward pass with a
+// bias added and optionally ReLU6 applied by oneDNN as it writes the output
+// (float32 or bfloat16): a BatchNorm folded into the conv before it, and
+// its activation, without a pass of XLA's over the activations. Primitives are created once per
 // shape and cached. Every call runs on one thread of this library's own,
 // whose OpenMP team (oneDNN's threads) is then the only one: XLA calls from
 // several threads of its pool, and each caller would otherwise get a team
@@ -24,6 +27,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -38,7 +42,7 @@ namespace {
 enum class Op { kForward, kBackwardData, kBackwardWeights };
 
 // What fixes a primitive: the op and every extent, stride and padding.
-using Key = std::tuple<int, std::array<int64_t, 14>>;
+using Key = std::tuple<int, std::array<int64_t, 17>>;
 
 struct Cached {
   dnnl::primitive conv;
@@ -107,6 +111,8 @@ struct Geometry {
   int64_t n, h, w, c, kh, kw, f, oh, ow;
   memory::dims strides, pad_lo, pad_hi;
   int64_t groups = 1;
+  // The fused forward's epilogue: a float32 bias, ReLU6, a bf16 output.
+  bool bias = false, relu6 = false, bf16_out = false;
 
   memory::dims src() const { return {n, c, h, w}; }
   memory::dims kernel() const {
@@ -121,7 +127,8 @@ struct Geometry {
 Key KeyOf(Op op, const Geometry& g) {
   return {static_cast<int>(op),
           {g.n, g.h, g.w, g.c, g.kh, g.kw, g.f, g.strides[0], g.strides[1],
-           g.pad_lo[0], g.pad_lo[1], g.pad_hi[0], g.pad_hi[1], g.groups}};
+           g.pad_lo[0], g.pad_lo[1], g.pad_hi[0], g.pad_hi[1], g.groups,
+           g.bias, g.relu6, g.bf16_out}};
 }
 
 memory::desc Nhwc(const memory::dims& dims, Type type) {
@@ -132,21 +139,46 @@ memory::desc AnyLayout(const memory::dims& dims, Type type) {
   return memory::desc(dims, type, Tag::any);
 }
 
-// The forward primitive descriptor: the backward ones need it as a hint.
+memory::desc BiasDesc(const Geometry& g) {
+  return memory::desc({g.f}, Type::f32, Tag::a);
+}
+
+// ReLU6 applied to the output as oneDNN writes it, when asked.
+dnnl::primitive_attr Epilogue(const Geometry& g) {
+  dnnl::primitive_attr attr;
+  if (g.relu6) {
+    dnnl::post_ops ops;
+#if DNNL_VERSION_MAJOR >= 3
+    ops.append_eltwise(dnnl::algorithm::eltwise_clip, 0.f, 6.f);
+#else
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, 6.f);
+#endif
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+// The forward primitive descriptor (the backward ones need the plain one
+// as a hint).
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g,
                                                       const dnnl::engine& e) {
   auto src = Nhwc(g.src(), Type::bf16);
   auto kernel = AnyLayout(g.kernel(), Type::bf16);
-  auto dst = Nhwc(g.dst(), Type::f32);
+  auto dst = Nhwc(g.dst(), g.bf16_out ? Type::bf16 : Type::f32);
+  auto bias = g.bias ? BiasDesc(g) : memory::desc();
+  auto attr = Epilogue(g);
 #if DNNL_VERSION_MAJOR >= 3
-  return {e, dnnl::prop_kind::forward_training,
-          dnnl::algorithm::convolution_direct, src, kernel, dst,
-          g.strides, g.pad_lo, g.pad_hi};
+  return {e,        dnnl::prop_kind::forward_training,
+          dnnl::algorithm::convolution_direct,
+          src,      kernel,
+          bias,     dst,
+          g.strides, g.pad_lo,
+          g.pad_hi, attr};
 #else
   return {{dnnl::prop_kind::forward_training,
-           dnnl::algorithm::convolution_direct, src, kernel, dst, g.strides,
-           g.pad_lo, g.pad_hi},
-          e};
+           dnnl::algorithm::convolution_direct, src, kernel, bias, dst,
+           g.strides, g.pad_lo, g.pad_hi},
+          attr, e};
 #endif
 }
 
@@ -230,8 +262,9 @@ ffi::ErrorOr<Geometry> GeometryOf(ffi::Span<const int64_t> nhwc,
   return g;
 }
 
-// On the worker thread only.
-void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
+// On the worker thread only. `bias`: the fused forward's, else null.
+void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst,
+             void* bias) {
   auto cached = Get(op, g);
   State& s = state();
   const dnnl::engine& e = s.engine;
@@ -245,10 +278,12 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
       dnnl::reorder(user_kernel, conv_kernel)
           .execute(s.stream, user_kernel, conv_kernel);
     memory in(Nhwc(g.src(), Type::bf16), e, src);
-    memory out(Nhwc(g.dst(), Type::f32), e, dst);
-    cached->conv.execute(s.stream, {{DNNL_ARG_SRC, in},
-                                    {DNNL_ARG_WEIGHTS, conv_kernel},
-                                    {DNNL_ARG_DST, out}});
+    memory out(Nhwc(g.dst(), g.bf16_out ? Type::bf16 : Type::f32), e, dst);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, in},
+                                         {DNNL_ARG_WEIGHTS, conv_kernel},
+                                         {DNNL_ARG_DST, out}};
+    if (g.bias) args.insert({DNNL_ARG_BIAS, memory(BiasDesc(g), e, bias)});
+    cached->conv.execute(s.stream, args);
   } else if (op == Op::kBackwardData) {
     // Here `src` is the output gradient and `dst` the input gradient.
     if (cached->reorder_kernel)
@@ -274,8 +309,9 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
   s.stream.wait();
 }
 
-void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst) {
-  worker().Call([=] { RunHere(op, g, src, kernel, dst); });
+void Run(Op op, const Geometry& g, void* src, void* kernel, void* dst,
+         void* bias = nullptr) {
+  worker().Call([=] { RunHere(op, g, src, kernel, dst, bias); });
 }
 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
@@ -332,6 +368,35 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
   return ffi::Error::Success();
 }
 
+ffi::Error ForwardFused(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                        ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y,
+                        ffi::Span<const int64_t> strides,
+                        ffi::Span<const int64_t> padding, int64_t groups,
+                        bool relu6) {
+  bool bf16_out = y->element_type() == ffi::BF16;
+  if (auto e = Check(x.element_type() == ffi::BF16 &&
+                         kernel.element_type() == ffi::BF16 &&
+                         bias.element_type() == ffi::F32 &&
+                         (bf16_out || y->element_type() == ffi::F32),
+                     "onednn fused conv: bf16, bf16, f32 -> f32 or bf16");
+      e.failure())
+    return e;
+  auto g = GeometryOf(x.dimensions(), kernel.dimensions(), y->dimensions(),
+                      strides, padding, groups);
+  if (g.has_error()) return g.error();
+  if (auto e = Check(bias.dimensions().size() == 1 &&
+                         bias.dimensions()[0] == g->f,
+                     "onednn fused conv: one bias per output feature");
+      e.failure())
+    return e;
+  g->bias = true;
+  g->relu6 = relu6;
+  g->bf16_out = bf16_out;
+  Run(Op::kForward, *g, x.untyped_data(), kernel.untyped_data(),
+      y->untyped_data(), bias.untyped_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Two buffers in, one out, the strides, the (lo, hi) paddings and the
@@ -350,6 +415,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvBackwardData, BackwardData,
                               CATDOG_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvBackwardWeights, BackwardWeights,
                               CATDOG_CONV_BINDING);
+// The input, kernel and bias; the output; as above, and whether ReLU6.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvForwardFused, ForwardFused,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<int64_t>("groups")
+                                  .Attr<bool>("relu6"));
 
 // The kernel oneDNN picks for a small bf16 conv on this CPU (for example
 // "brgconv:avx512_core_amx_bf16"), or "" when it has none.

@@ -126,8 +126,26 @@ def test_with_onednn_every_convolution_goes_to_it():
 
   lowered = features(ours).lower(variables, images)
   # The stem, 32 1x1s (15 expansions, 16 projections, the head conv) and
-  # the 16 depthwise convs.
-  assert lowered.as_text().count('@catdog_conv_forward(') == 1 + 32 + 16
+  # the 16 depthwise convs, each with its BatchNorm (and ReLU6) folded in.
+  assert lowered.as_text().count('@catdog_conv_forward_fused(') == 1 + 32 + 16
+  # Training with lite0_cpu's frozen layers: those fold (the stem, block 0's
+  # two convs, blocks 1-10's three), the others are plain convs, their
+  # BatchNorms normalising by the batch.
+  frozen = efficientnet.EfficientNetLite(
+    frozen='^(conv_stem|bn0|blocks_([0-9]|10))/',
+    conv_fn=onednn.conv_general_dilated,
+  )
+  training = (
+    jax.jit(
+      functools.partial(
+        frozen.apply, train=True, features_only=True, mutable=['batch_stats']
+      )  # fmt: skip
+    )
+    .lower(variables, images)
+    .as_text()
+  )
+  assert training.count('@catdog_conv_forward_fused(') == 1 + 2 + 10 * 3
+  assert training.count('@catdog_conv_forward(') == 5 * 3 + 1
   # bfloat16 inputs to 49 layers: pooled features within a few percent.
   got = lowered.compile()(variables, images)
   want = features(xla)(variables, images)
