@@ -272,19 +272,35 @@ def _call(op: str, shape, a, b, geometry):
   )
 
 
-# geometry: (strides, ((lo, hi), (lo, hi)) padding, feature groups).
+def _geometry(x_shape, kernel_shape, strides, padding, groups):
+  """(strides, ((lo, hi), (lo, hi)) padding, feature groups) as hashable
+  ints, `padding` as `lax.conv_general_dilated` takes it."""
+  strides = tuple(int(s) for s in strides)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], strides,
+                                  padding)  # fmt: skip
+  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  return strides, padding, int(groups)
+
+
+def _output_shape(x_shape, kernel_shape, geometry):
+  strides, padding, _ = geometry
+  n, h, w, _ = x_shape
+  kh, kw, _, f = kernel_shape
+  oh = (h + sum(padding[0]) - kh) // strides[0] + 1
+  ow = (w + sum(padding[1]) - kw) // strides[1] + 1
+  return n, oh, ow, f
+
+
+# geometry: `_geometry`.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x, kernel, geometry):
   return _forward(x, kernel, geometry)[0]
 
 
 def _forward(x, kernel, geometry):
-  strides, padding, _ = geometry
-  n, h, w, _ = x.shape
-  kh, kw, _, f = kernel.shape
-  oh = (h + sum(padding[0]) - kh) // strides[0] + 1
-  ow = (w + sum(padding[1]) - kw) // strides[1] + 1
-  y = _call('forward', (n, oh, ow, f), x, kernel, geometry)
+  shape = _output_shape(x.shape, kernel.shape, geometry)
+  y = _call('forward', shape, x, kernel, geometry)
   residuals = (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
   return y.astype(x.dtype), residuals
 
@@ -374,13 +390,9 @@ def _fused_conv(x, kernel, bias, fusion):
 
 def _fused_forward(x, kernel, bias, fusion):
   geometry, relu6, dtype = fusion
-  strides, padding, _ = geometry
-  n, h, w, _ = x.shape
-  kh, kw, _, f = kernel.shape
-  oh = (h + sum(padding[0]) - kh) // strides[0] + 1
-  ow = (w + sum(padding[1]) - kw) // strides[1] + 1
+  shape = _output_shape(x.shape, kernel.shape, geometry)
   call = jax.ffi.ffi_call(
-    _TARGETS['forward_fused'], jax.ShapeDtypeStruct((n, oh, ow, f), dtype)
+    _TARGETS['forward_fused'], jax.ShapeDtypeStruct(shape, dtype)
   )
   x, kernel = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
   y = call(x, kernel, bias.astype(jnp.float32), relu6=relu6,
@@ -394,6 +406,7 @@ def _fused_backward(fusion, residuals, dy):
   if relu6:  # Where ReLU6 passed its input through.
     dy = jnp.where((y > 0) & (y < 6), dy, jnp.zeros((), dy.dtype))
   dbias = jnp.sum(dy, axis=(0, 1, 2), dtype=jnp.float32)
+  # `_backward` returns the gradients in dy's dtype: the kernel's float32.
   dx, dkernel = _backward(geometry, (x, kernel), dy.astype(jnp.float32))
   return dx.astype(jnp.bfloat16), dkernel, dbias
 
@@ -409,12 +422,10 @@ def conv_bias_relu6(x, kernel, bias, strides, padding, feature_group_count=1,
   `padding` as `lax.conv_general_dilated` takes it. Elsewhere, XLA's conv
   and the same arithmetic.
   """
-  strides = tuple(int(s) for s in strides)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides,
-                                  padding)  # fmt: skip
-  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  geometry = (strides, padding, int(feature_group_count))
+  geometry = _geometry(
+    x.shape, kernel.shape, strides, padding, feature_group_count
+  )
+  strides, padding, _ = geometry
   fusion = (geometry, bool(relu6), jnp.dtype(dtype))
 
   def xla(x, kernel, bias):
@@ -486,12 +497,9 @@ def conv_general_dilated(
   )
   if not plain:
     return xla(lhs, rhs)
-  strides = tuple(int(s) for s in window_strides)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides,
-                                  padding)  # fmt: skip
-  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  geometry = (strides, padding, int(feature_group_count))
+  geometry = _geometry(
+    lhs.shape, rhs.shape, window_strides, padding, feature_group_count
+  )
   return lax.platform_dependent(
     lhs,
     rhs,
