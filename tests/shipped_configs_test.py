@@ -23,6 +23,7 @@ CPU_CONFIGS = [
   'seed_cnn_tuned',
   'zeroshot_lite0',
   'probe_lite0',
+  'probe_lite2',
   'lite0_cpu',
 ]
 
