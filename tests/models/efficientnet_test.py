@@ -248,15 +248,6 @@ def package_state_dict(variant: str):
   return path, torch.load(path, weights_only=True)
 
 
-def load(config, path: str, size: int):
-  """(model, variables loaded from `path`), compiled: eagerly, the
-  depthwise layers' many small ops cost seconds."""
-  model = models.create_model(config)
-  images = jnp.zeros((1, size, size, 3))
-  fresh = jax.jit(model.init)(jax.random.key(0), images)
-  return model, pretrained.load_variables(config, fresh, path)
-
-
 def features(model, variables, images):
   apply = jax.jit(functools.partial(model.apply, features_only=True))
   return np.asarray(apply(variables, images))
@@ -288,7 +279,7 @@ def test_scrambled_lite0_matches_pytorch(tmp_path):
   """Every tensor scrambled, at 64 px (a stride-2 SAME pad on every side)."""
   reference, path = scrambled_lite0_file(tmp_path, legacy=True)
   config = lite_config(head='imagenet', dont_load=())
-  model, variables = load(config, path, 64)
+  model, variables = pretrained_test.load_all(config, path, 64)
   images = pretrained_test.photos(64)
   ours = features(model, variables, images)
   expected = pretrained_test.torch_logits(
@@ -309,7 +300,7 @@ def test_the_packages_weights_match_pytorch_on_real_photos(variant):
   reference = torch_reference.EfficientNetLite(state, variant).eval()
   size = efficientnet.VARIANTS[variant][2]
   config = lite_config(variant, head='imagenet', dont_load=())
-  model, variables = load(config, path, size)
+  model, variables = pretrained_test.load_all(config, path, size)
   images = pretrained_test.photos(size, count=6)
   head = variables['params']['logit']
   logits = features(model, variables, images) @ np.asarray(

@@ -76,7 +76,21 @@ def model_config(name: str, **fields) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({'name': name, **fields})
 
 
+def load_all(config, path, image_size: int):
+  """(model, every variable loaded from `path`): the model's shapes traced,
+  nothing initialised (compiling the initialisers costs seconds)."""
+  model = models.create_model(config)
+  shapes = models.variable_shapes(model, image_size)
+  variables = pretrained.load_variables(config, shapes, path)
+  assert not any(
+    isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(variables)
+  )
+  return model, variables
+
+
 def load(config, path, image_size: int):
+  """(model, fresh variables, the same with `path`'s loaded): for the
+  checks of what stays fresh."""
   model = models.create_model(config)
   images = jnp.zeros((1, image_size, image_size, 3))
   variables = jax.jit(model.init)(jax.random.key(0), images)  # Not op by op.
@@ -91,7 +105,7 @@ def relative_error(ours, reference) -> float:
 
 def assert_logits_match(reference, path: str, config, normalization: str):
   """Our model loaded from `path` gives the reference's logits on photos."""
-  model, _, variables = load(config, path, 224)
+  model, variables = load_all(config, path, 224)
   images = photos(224)
   ours = np.asarray(model.apply(variables, images))
   expected = torch_logits(reference, images, normalization)
