@@ -32,9 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoints_to_keep = 3
   config.dtype = 'float32'
   # Convolutions on a CPU: 'xla' (float32, XLA's own), 'onednn_bf16'
-  # (bfloat16 through oneDNN: CPUs with AMX or AVX512-BF16, oneDNN
-  # installed) or 'auto' (oneDNN where it runs, else XLA; the log says
-  # which). Other platforms always use XLA's.
+  # (bfloat16 through oneDNN: CPUs with AMX or AVX512-BF16), 'onednn_f32'
+  # (float32 through oneDNN: any x86-64 CPU) or 'auto' (oneDNN in bfloat16
+  # where the CPU has it, else in float32, else XLA; the log says which).
+  # Other platforms always use XLA's.
   config.cpu_convolutions = 'xla'
   # Target smoothing towards 0.5 (0: the seed's hard labels).
   config.label_smoothing = 0.0

@@ -1,7 +1,8 @@
-"""oneDNN's bfloat16 convolutions (catdog_jax/onednn) against XLA's.
+"""oneDNN's bfloat16 and float32 convolutions (catdog_jax/onednn) against
+XLA's.
 
-They run where oneDNN is installed and the CPU has bf16 kernels (AMX or
-AVX512-BF16); elsewhere they skip, saying which of the two is missing.
+They run where oneDNN is installed and, for bfloat16, the CPU has bf16
+kernels (AMX or AVX512-BF16); elsewhere they skip, saying what is missing.
 """
 
 import functools
@@ -20,9 +21,9 @@ from catdog_jax.errors import UsageError
 from tests import helpers
 
 
-def skip_reason() -> str | None:
+def skip_reason(load=onednn.load) -> str | None:
   try:
-    onednn.load()
+    load()
   except onednn.Unavailable as e:
     return str(e)
   return None
@@ -30,6 +31,10 @@ def skip_reason() -> str | None:
 
 needs_onednn = pytest.mark.skipif(
   skip_reason() is not None, reason=f'oneDNN bf16: {skip_reason()}'
+)
+needs_onednn_f32 = pytest.mark.skipif(
+  skip_reason(onednn.load_f32) is not None,
+  reason=f'oneDNN float32: {skip_reason(onednn.load_f32)}',
 )
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 # Float32 accumulation of the same bf16 products, in another order.
@@ -39,6 +44,19 @@ RTOL = 1e-5
 def bf16(x):
   """x rounded to bfloat16, kept float32: what oneDNN computes with."""
   return x.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+# compute -> (the drop-in, what its inputs are rounded to), and the mark.
+COMPUTES = {
+  'bf16': ((onednn.conv_general_dilated, bf16), needs_onednn),
+  'f32': ((onednn.in_float32, lambda x: x), needs_onednn_f32),
+}
+
+
+def cases(compute: str, geometries) -> list:
+  return [
+    pytest.param(compute, *g, marks=COMPUTES[compute][1]) for g in geometries
+  ]
 
 
 def random_pair(rng, n, h, w, c, k, f):
@@ -52,26 +70,30 @@ def assert_close(got, want):
   np.testing.assert_allclose(got, want, atol=RTOL * scale, rtol=0)
 
 
-@needs_onednn
+GEOMETRIES = [
+  ((4, 16, 16, 8), 3, (1, 1), 'SAME', 1),
+  ((4, 17, 15, 8), 3, (2, 2), 'SAME', 1),  # Odd sizes: uneven SAME pads.
+  ((2, 32, 32, 3), 3, (2, 2), 'SAME', 1),  # The 3-channel stem.
+  ((4, 8, 8, 16), 1, (2, 2), 'VALID', 1),  # A strided 1x1 shortcut.
+  ((2, 12, 12, 8), 3, (1, 2), ((2, 0), (1, 1)), 1),
+  ((4, 15, 15, 16), 5, (1, 1), 'SAME', 16),  # Depthwise, as in Lite.
+  ((2, 9, 9, 16), 3, (2, 2), 'SAME', 16),
+  ((2, 10, 11, 16), 5, (2, 2), 'SAME', 16),
+  ((2, 9, 9, 8), 7, (1, 1), ((3, 2), (1, 4)), 8),  # Windows overlap.
+  ((2, 10, 10, 8), 3, (1, 1), 'SAME', 2),  # Groups of 4 channels.
+  ((2, 10, 11, 8), 5, (2, 2), 'SAME', 2),
+]
+
+
 @pytest.mark.parametrize(
-  'shape, k, strides, padding, groups',
-  [
-    ((4, 16, 16, 8), 3, (1, 1), 'SAME', 1),
-    ((4, 17, 15, 8), 3, (2, 2), 'SAME', 1),  # Odd sizes: uneven SAME pads.
-    ((2, 32, 32, 3), 3, (2, 2), 'SAME', 1),  # The 3-channel stem.
-    ((4, 8, 8, 16), 1, (2, 2), 'VALID', 1),  # A strided 1x1 shortcut.
-    ((2, 12, 12, 8), 3, (1, 2), ((2, 0), (1, 1)), 1),
-    ((4, 15, 15, 16), 5, (1, 1), 'SAME', 16),  # Depthwise, as in Lite.
-    ((2, 9, 9, 16), 3, (2, 2), 'SAME', 16),
-    ((2, 10, 11, 16), 5, (2, 2), 'SAME', 16),
-    ((2, 9, 9, 8), 7, (1, 1), ((3, 2), (1, 4)), 8),  # Windows overlap.
-    ((2, 10, 10, 8), 3, (1, 1), 'SAME', 2),  # Groups of 4 channels.
-    ((2, 10, 11, 8), 5, (2, 2), 'SAME', 2),
-  ],
+  'compute, shape, k, strides, padding, groups',
+  # Float32 shares every path but the dtype: its distinct ones.
+  cases('bf16', GEOMETRIES) + cases('f32', [GEOMETRIES[i] for i in (1, 5, 7)]),
 )
-def test_conv_and_its_gradients_equal_xla_on_bf16_inputs(
-  shape, k, strides, padding, groups
+def test_conv_and_its_gradients_equal_xla_on_its_inputs(
+  compute, shape, k, strides, padding, groups
 ):
+  (conv, rounded), _ = COMPUTES[compute]
   rng = np.random.default_rng(0)
   c = shape[-1]
   x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
@@ -84,42 +106,46 @@ def test_conv_and_its_gradients_equal_xla_on_bf16_inputs(
     dimension_numbers=NHWC,
     feature_group_count=groups,
   )
-  ours = functools.partial(onednn.conv_general_dilated, **geometry)
+  ours = functools.partial(conv, **geometry)
   theirs = functools.partial(lax.conv_general_dilated, **geometry)
   y, vjp = jax.vjp(jax.jit(ours), x, kernel)
   assert 'catdog_conv_forward' in jax.jit(ours).lower(x, kernel).as_text()
-  want, want_vjp = jax.vjp(theirs, bf16(x), bf16(kernel))
+  want, want_vjp = jax.vjp(theirs, rounded(x), rounded(kernel))
   assert y.dtype == jnp.float32 and y.shape == want.shape
   assert_close(y, want)
   dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
-  for got, expected in zip(vjp(dy), want_vjp(bf16(dy)), strict=True):
+  for got, expected in zip(vjp(dy), want_vjp(rounded(dy)), strict=True):
     assert_close(got, expected)
 
 
-@needs_onednn
+FUSIONS = [
+  ((2, 17, 15, 3), 3, 2, 1, True),  # Lite's stem.
+  ((2, 8, 8, 16), 1, 1, 1, True),  # An expansion.
+  ((2, 9, 9, 16), 3, 1, 16, True),  # Depthwise.
+  ((2, 10, 11, 16), 5, 2, 16, True),
+  ((2, 8, 8, 16), 1, 1, 1, False),  # A projection: float32 out.
+]
+
+
 @pytest.mark.parametrize(
-  'shape, k, strides, groups, relu6',
-  [
-    ((2, 17, 15, 3), 3, 2, 1, True),  # Lite's stem.
-    ((2, 8, 8, 16), 1, 1, 1, True),  # An expansion.
-    ((2, 9, 9, 16), 3, 1, 16, True),  # Depthwise.
-    ((2, 10, 11, 16), 5, 2, 16, True),
-    ((2, 8, 8, 16), 1, 1, 1, False),  # A projection: float32 out.
-  ],
+  'compute, shape, k, strides, groups, relu6',
+  cases('bf16', FUSIONS) + cases('f32', FUSIONS[3:]),
 )
-def test_the_conv_with_bias_and_relu6_equals_xla_on_bf16_inputs(
-  shape, k, strides, groups, relu6
+def test_the_conv_with_bias_and_relu6_equals_xla_on_its_inputs(
+  compute, shape, k, strides, groups, relu6
 ):
+  (conv, rounded), _ = COMPUTES[compute]
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.standard_normal(shape) * 2, jnp.float32)
   kernel = jnp.asarray(
     rng.standard_normal((k, k, shape[-1] // groups, 16)) * 0.5, jnp.float32
   )
   bias = jnp.asarray(rng.standard_normal(16), jnp.float32)
-  dtype = jnp.bfloat16 if relu6 else jnp.float32
+  # Activations in what oneDNN computes in; a projection's in float32.
+  dtype = conv.activations if relu6 else jnp.dtype(jnp.float32)
 
   def ours(x, kernel, bias):
-    return onednn.conv_bias_relu6(
+    return conv.fused(
       x, kernel, bias, (strides, strides), 'SAME', groups, relu6, dtype
     )
 
@@ -130,23 +156,25 @@ def test_the_conv_with_bias_and_relu6_equals_xla_on_bf16_inputs(
     ) + bias  # fmt: skip
     if not relu6:
       return y
-    # ReLU6 of the bf16-rounded sum: its gradient is zero where that is 0
-    # or 6 (a sum just under 6 rounds to 6).
-    passed = (bf16(y) > 0) & (bf16(y) < 6)
+    # ReLU6 of the sum as written (in bf16, rounded): its gradient is zero
+    # where that is 0 or 6 (a sum just under 6 rounds to 6).
+    passed = (rounded(y) > 0) & (rounded(y) < 6)
     return jnp.where(passed, y, lax.stop_gradient(jnp.clip(y, 0, 6)))
 
   assert 'catdog_conv_forward_fused' in (
     jax.jit(ours).lower(x, kernel, bias).as_text()
   )
   y, vjp = jax.vjp(jax.jit(ours), x, kernel, bias)
-  want, want_vjp = jax.vjp(theirs, bf16(x), bf16(kernel), bias)
+  want, want_vjp = jax.vjp(theirs, rounded(x), rounded(kernel), bias)
   assert y.dtype == dtype and y.shape == want.shape
-  assert_close_to_bf16(y, want)
-  # Values bf16 holds exactly, the output gradient oneDNN reads.
-  dy = bf16(jnp.asarray(rng.standard_normal(y.shape), jnp.float32))
+  # Within a rounding of what it writes and passes back.
+  close = assert_close_to_bf16 if compute == 'bf16' else assert_close
+  close(y, want)
+  # Values the compute dtype holds exactly, the output gradient oneDNN reads.
+  dy = rounded(jnp.asarray(rng.standard_normal(y.shape), jnp.float32))
   (dx, dkernel, dbias) = vjp(dy.astype(dtype))
   want_dx, *want_rest = want_vjp(dy)
-  assert_close_to_bf16(dx, want_dx)  # The input's gradient passes as bf16.
+  close(dx, want_dx)
   for got, expected in zip((dkernel, dbias), want_rest, strict=True):
     assert_close(got, expected)
 
@@ -230,7 +258,7 @@ def test_the_fallback_says_what_it_costs_where_the_cpu_has_bf16(tmp_path):
   assert flags == {'fpu', 'avx512f', 'avx512_bf16'}
   assert '1.5-1.8x' in onednn.fallback_cost(flags)
   assert '1.5-1.8x' in onednn.fallback_cost(frozenset({'amx_bf16'}))
-  assert 'nothing lost' in onednn.fallback_cost(frozenset({'avx2'}))
+  assert 'float32' in onednn.fallback_cost(frozenset({'avx2'}))
   assert onednn.cpu_flags(str(tmp_path / 'none')) == frozenset()
 
 
@@ -239,11 +267,13 @@ def test_an_unknown_implementation_is_refused():
     onednn.check_implementation('mkl')
 
 
-def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch, caplog):
-  def unavailable():
-    raise onednn.Unavailable('not here')
+def unavailable():
+  raise onednn.Unavailable('not here')
 
+
+def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch, caplog):
   monkeypatch.setattr(onednn, 'load', unavailable)
+  monkeypatch.setattr(onednn, 'load_f32', unavailable)
   onednn.conv_for.cache_clear()
   try:
     caplog.set_level('INFO')
@@ -252,10 +282,27 @@ def test_auto_uses_xla_where_onednn_cannot_run(monkeypatch, caplog):
     [line] = [m for m in caplog.messages if 'Convolutions:' in m]
     expected = onednn.fallback_cost(onednn.cpu_flags())
     assert 'not used: not here' in line and expected in line
-    with pytest.raises(UsageError, match='onednn_bf16: not here'):
-      onednn.conv_for('onednn_bf16')
-    with pytest.raises(UsageError, match='use auto or xla'):
-      onednn.check_implementation('onednn_bf16')
+    for name in ('onednn_bf16', 'onednn_f32'):
+      with pytest.raises(UsageError, match=f'{name}: not here'):
+        onednn.conv_for(name)
+      with pytest.raises(UsageError, match='use auto or xla'):
+        onednn.check_implementation(name)
+  finally:
+    onednn.conv_for.cache_clear()
+
+
+@needs_onednn_f32
+def test_auto_uses_onednn_float32_where_the_cpu_has_no_bf16(
+  monkeypatch, caplog
+):
+  monkeypatch.setattr(onednn, 'load', unavailable)
+  onednn.conv_for.cache_clear()
+  try:
+    caplog.set_level('INFO')
+    assert onednn.conv_for('auto') is onednn.in_float32
+    [line] = [m for m in caplog.messages if 'Convolutions:' in m]
+    assert line.startswith('Convolutions: oneDNN float32 (')
+    assert 'no bf16: not here' in line
   finally:
     onednn.conv_for.cache_clear()
 

@@ -122,8 +122,9 @@ def _conv_norm(module, conv, norm_name, x, train, activate=True):
   Where the BatchNorm uses its running statistics (in inference, or frozen)
   and `module.conv_fn` has a `fused` conv (oneDNN's), the BatchNorm is
   folded into the conv's kernel and bias and the three run as one call
-  that writes the activations once, in bfloat16 after ReLU6 (ReLU6 then
-  acts on the bfloat16-rounded sum, its gradient zero where that is 0 or 6).
+  that writes the activations once, in the conv's `activations` dtype after
+  ReLU6 (in bfloat16 ReLU6 acts on the rounded sum, its gradient zero where
+  that is 0 or 6).
   The variables are the same either way.
   """
   fused = getattr(module.conv_fn, 'fused', None)
@@ -132,7 +133,7 @@ def _conv_norm(module, conv, norm_name, x, train, activate=True):
     not train or layers.batch_norm_frozen(module.frozen, path)
   ):
     folded = layers.FoldedBatchNorm(epsilon=_BN_EPSILON, name=norm_name)
-    dtype = jnp.bfloat16 if activate else module.dtype
+    dtype = module.conv_fn.activations if activate else module.dtype
     return conv(x, fold=(folded, activate, dtype))
   x = _batch_norm(module.frozen, module.dtype, norm_name)(conv(x), train)
   return relu6(x) if activate else x

@@ -1,13 +1,16 @@
-"""Convolutions on the CPU in bfloat16 through oneDNN (AMX, AVX512-BF16).
+"""Convolutions on the CPU through oneDNN: bfloat16 (AMX, AVX512-BF16) or
+float32 (any x86-64 CPU).
 
 XLA:CPU's convolutions run in float32 on Eigen; on a CPU with AMX, oneDNN's
-bfloat16 kernels run the CPU configs' layers several times faster
+bfloat16 kernels run the CPU configs' layers several times faster, and
+without bf16 hardware oneDNN's float32 kernels still beat Eigen's
 (docs/performance.md). `conv_general_dilated` is a drop-in for
 `lax.conv_general_dilated` that models pass to flax's `nn.Conv`: on the
 CPU it casts the image and kernel to bfloat16 and calls oneDNN through
 three XLA FFI custom calls (forward, input gradient, kernel gradient;
-float32 results, as a TPU's default precision does); on any other platform
-it is XLA's own conv, so GPU and TPU lowering are unchanged.
+float32 results, as a TPU's default precision does); `in_float32` is the
+same in float32; on any other platform both are XLA's own conv, so GPU and
+TPU lowering are unchanged.
 
 The C++ (conv.cc) is compiled on first use with the system's g++ against
 oneDNN's headers and library: the PyPI wheels this package depends on (on
@@ -51,7 +54,7 @@ _SYMBOLS = {
 # Kernels that run bfloat16 in hardware: anything else (emulation, oneDNN's
 # reference code) is slower than XLA's float32.
 _HARDWARE_BF16 = ('amx_bf16', 'avx512_core_bf16')
-IMPLEMENTATIONS = ('xla', 'onednn_bf16', 'auto')
+IMPLEMENTATIONS = ('xla', 'onednn_bf16', 'onednn_f32', 'auto')
 
 
 class Unavailable(Exception):
@@ -168,12 +171,11 @@ def _compile(include: str, library: str, output: str) -> None:
 
 
 @functools.cache
-def load() -> str:
-  """Builds, loads and registers the custom calls; returns oneDNN's kernel
-  name for this CPU (e.g. 'brgconv:avx512_core_amx_bf16').
+def _library() -> ctypes.CDLL:
+  """Builds, loads and registers the custom calls.
 
   Raises:
-    Unavailable: when it cannot build, or this CPU has no bf16 kernels.
+    Unavailable: when it cannot build.
   """
   # oneDNN's OpenMP threads share the cores with XLA's: GNU OpenMP's
   # default, spinning after each call, starved XLA's and made Lite0's small
@@ -182,15 +184,45 @@ def load() -> str:
   os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
   library = ctypes.CDLL(build())
   library.CatdogConvKernelName.restype = ctypes.c_char_p
-  kernel = library.CatdogConvKernelName().decode()
+  library.CatdogConvKernelName.argtypes = [ctypes.c_int]
+  for op, target in _TARGETS.items():
+    jax.ffi.register_ffi_target(
+      target, jax.ffi.pycapsule(getattr(library, _SYMBOLS[op])), 'cpu'
+    )
+  return library
+
+
+@functools.cache
+def load() -> str:
+  """Builds, loads and registers the custom calls; returns oneDNN's bf16
+  kernel name for this CPU (e.g. 'brgconv:avx512_core_amx_bf16').
+
+  Raises:
+    Unavailable: when it cannot build, or this CPU has no bf16 kernels.
+  """
+  kernel = _library().CatdogConvKernelName(0).decode()
   if not any(name in kernel for name in _HARDWARE_BF16):
     raise Unavailable(
       f'this CPU has no bfloat16 convolution kernels (oneDNN picks '
       f'{kernel or "none"}): it needs AMX or AVX512-BF16'
     )
-  for op, target in _TARGETS.items():
-    jax.ffi.register_ffi_target(
-      target, jax.ffi.pycapsule(getattr(library, _SYMBOLS[op])), 'cpu'
+  return kernel
+
+
+@functools.cache
+def load_f32() -> str:
+  """As `load`, for float32 convolutions, which every x86-64 CPU runs;
+  returns oneDNN's kernel name (e.g. 'brgconv:avx2').
+
+  Raises:
+    Unavailable: when it cannot build, or oneDNN has only its reference
+      (unvectorised) code here.
+  """
+  kernel = _library().CatdogConvKernelName(1).decode()
+  if not kernel or kernel.startswith('ref'):
+    raise Unavailable(
+      f'oneDNN has no vectorised float32 convolution here (it picks '
+      f'{kernel or "none"})'
     )
   return kernel
 
@@ -201,12 +233,12 @@ def check_implementation(name: str) -> None:
     raise UsageError(
       f'unknown cpu_convolutions {name!r}; known: {", ".join(IMPLEMENTATIONS)}'
     )
-  if name == 'onednn_bf16' and jax.default_backend() == 'cpu':
+  if name.startswith('onednn') and jax.default_backend() == 'cpu':
     try:
-      load()
+      load() if name == 'onednn_bf16' else load_f32()
     except Unavailable as e:
       raise UsageError(
-        f'cpu_convolutions=onednn_bf16: {e}; use auto or xla instead'
+        f'cpu_convolutions={name}: {e}; use auto or xla instead'
       ) from e
 
 
@@ -223,33 +255,50 @@ def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset[str]:
 
 
 def fallback_cost(flags: frozenset[str]) -> str:
-  """What XLA's float32 convolutions cost, against oneDNN's bfloat16, on a
-  CPU with these feature flags (measured: docs/performance.md)."""
+  """What XLA's float32 convolutions cost, against oneDNN's, on a CPU with
+  these feature flags (measured: docs/performance.md)."""
   if flags & {'amx_bf16', 'avx512_bf16'}:
     return (
       "on this CPU that makes the CPU configs' ResNet train 1.5-1.8x "
       'and evaluate 1.8-2.2x slower'
     )
-  return 'nothing lost: this CPU has no bfloat16 hardware'
+  return (
+    "against oneDNN's float32 that makes EfficientNet-Lite's train step "
+    "about 3x and the ResNet's 1.1-1.4x slower (measured in AVX2)"
+  )
 
 
 @functools.cache
 def conv_for(name: str):
   """The `conv_general_dilated` the models get for config.cpu_convolutions:
-  None (XLA's own) or this module's; 'auto' chooses oneDNN where it runs,
-  and says so once."""
+  None (XLA's own) or one of this module's. 'auto' chooses oneDNN in
+  bfloat16 where the CPU has bf16 hardware, else oneDNN in float32, else
+  XLA's, and says which once."""
   if name == 'xla' or jax.default_backend() != 'cpu':
     return None
+  if name != 'auto':
+    try:
+      kernel = load() if name == 'onednn_bf16' else load_f32()
+    except Unavailable as e:
+      raise UsageError(f'cpu_convolutions={name}: {e}') from e
+    return _announced(name, kernel)
   try:
-    kernel = load()
-  except Unavailable as e:
-    if name == 'onednn_bf16':
-      raise UsageError(f'cpu_convolutions=onednn_bf16: {e}') from e
-    logging.info('Convolutions: XLA float32 (oneDNN bf16 not used: %s; %s).',
-                 e, fallback_cost(cpu_flags()))  # fmt: skip
-    return None
-  logging.info('Convolutions: oneDNN bfloat16 (%s).', kernel)
-  return conv_general_dilated
+    return _announced('onednn_bf16', load())
+  except Unavailable as no_bf16:
+    try:
+      return _announced('onednn_f32', load_f32(), f'; no bf16: {no_bf16}')
+    except Unavailable as e:
+      logging.info('Convolutions: XLA float32 (oneDNN not used: %s; %s).',
+                   e, fallback_cost(cpu_flags()))  # fmt: skip
+      return None
+
+
+def _announced(name: str, kernel: str, why: str = ''):
+  """Implementation `name`'s conv, after one log line saying which."""
+  conv = {'onednn_bf16': conv_general_dilated, 'onednn_f32': in_float32}[name]
+  words = {'onednn_bf16': 'bfloat16', 'onednn_f32': 'float32'}[name]
+  logging.info('Convolutions: oneDNN %s (%s%s).', words, kernel, why)
+  return conv
 
 
 # --- The differentiable convolution --------------------------------------
@@ -263,13 +312,13 @@ def _attributes(strides, padding, groups) -> dict:
   }
 
 
-def _call(op: str, shape, a, b, geometry):
+def _call(op: str, shape, a, b, geometry, compute):
+  """oneDNN's `op` on `a` and `b` in `compute` (bfloat16 or float32), its
+  float32 result of `shape`."""
   call = jax.ffi.ffi_call(
     _TARGETS[op], jax.ShapeDtypeStruct(shape, jnp.float32)
   )
-  return call(
-    a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), **_attributes(*geometry)
-  )
+  return call(a.astype(compute), b.astype(compute), **_attributes(*geometry))
 
 
 def _geometry(x_shape, kernel_shape, strides, padding, groups):
@@ -292,20 +341,20 @@ def _output_shape(x_shape, kernel_shape, geometry):
   return n, oh, ow, f
 
 
-# geometry: `_geometry`.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv(x, kernel, geometry):
-  return _forward(x, kernel, geometry)[0]
+# geometry: `_geometry`; compute: the dtype oneDNN computes in.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, geometry, compute):
+  return _forward(x, kernel, geometry, compute)[0]
 
 
-def _forward(x, kernel, geometry):
+def _forward(x, kernel, geometry, compute):
   shape = _output_shape(x.shape, kernel.shape, geometry)
-  y = _call('forward', shape, x, kernel, geometry)
-  residuals = (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  y = _call('forward', shape, x, kernel, geometry, compute)
+  residuals = (x.astype(compute), kernel.astype(compute))
   return y.astype(x.dtype), residuals
 
 
-def _backward(geometry, residuals, dy):
+def _backward(geometry, compute, residuals, dy):
   # flax promotes the image and kernel to one dtype, the output's.
   x, kernel = residuals
   strides, padding, groups = geometry
@@ -315,14 +364,14 @@ def _backward(geometry, residuals, dy):
     # slower than XLA's taps for depthwise ones; the gradient of a strided
     # conv is the stride-1 conv's at the output gradient spread over the
     # stride-1 grid with zeros between, which its depthwise kernels take.
-    dy = _spread(dy, x.shape, kernel.shape, strides, padding)
+    dy = _spread(dy.astype(compute), x.shape, kernel.shape, strides, padding)
     geometry = ((1, 1), padding, groups)
-  dx = _call('backward_data', x.shape, dy, kernel, geometry)
-  dkernel = _kernel_gradient(x, dy, kernel.shape, geometry)
+  dx = _call('backward_data', x.shape, dy, kernel, geometry, compute)
+  dkernel = _kernel_gradient(x, dy, kernel.shape, geometry, compute)
   return dx.astype(dtype), dkernel.astype(dtype)
 
 
-def _kernel_gradient(x, dy, kernel_shape, geometry):
+def _kernel_gradient(x, dy, kernel_shape, geometry, compute):
   """The kernel's gradient of a conv at output gradient `dy`.
 
   oneDNN's depthwise kernel gradient (jit_dw) takes 3x3 kernels only; a
@@ -335,7 +384,7 @@ def _kernel_gradient(x, dy, kernel_shape, geometry):
   depthwise = groups > 1 and per_group == 1 and features == groups
   larger_than_3x3 = min(kh, kw) >= 3 and max(kh, kw) > 3
   if not (depthwise and larger_than_3x3 and strides == (1, 1)):
-    return _call('backward_weights', kernel_shape, x, dy, geometry)
+    return _call('backward_weights', kernel_shape, x, dy, geometry, compute)
   # jit_dw takes these 3x3 windows unpadded (the input padded here).
   _, out_h, out_w, _ = dy.shape
   x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
@@ -346,7 +395,7 @@ def _kernel_gradient(x, dy, kernel_shape, geometry):
       window = x[:, row : row + out_h + 2, col : col + out_w + 2]
       piece = _call(
         'backward_weights', (3, 3, 1, features), window, dy,
-        ((1, 1), ((0, 0), (0, 0)), groups),
+        ((1, 1), ((0, 0), (0, 0)), groups), compute,
       )  # fmt: skip
       pieces.append(piece[row_taps][:, col_taps])
     rows.append(jnp.concatenate(pieces, axis=1))
@@ -366,13 +415,12 @@ def _windows(k: int) -> list[tuple[int, slice]]:
 
 def _spread(dy, x_shape, kernel_shape, strides, padding):
   """dy at every `strides`-th position of the stride-1 conv's output, zeros
-  between (in bfloat16, as oneDNN reads it)."""
+  between."""
   pads = [(0, 0, 0)]
   for i in (0, 1):
     full = x_shape[1 + i] + sum(padding[i]) - kernel_shape[i] + 1
     spread = (dy.shape[1 + i] - 1) * strides[i] + 1
     pads.append((0, full - spread, strides[i] - 1))
-  dy = dy.astype(jnp.bfloat16)
   return lax.pad(dy, jnp.zeros((), dy.dtype), [*pads, (0, 0, 0)])
 
 
@@ -382,42 +430,46 @@ _conv.defvjp(_forward, _backward)
 # --- The conv with a bias and ReLU6 as it writes (a BatchNorm folded in) ---
 
 
-# fusion: (geometry, relu6, the output's dtype).
+# fusion: (geometry, relu6, the output's dtype, the dtype oneDNN computes in).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _fused_conv(x, kernel, bias, fusion):
   return _fused_forward(x, kernel, bias, fusion)[0]
 
 
 def _fused_forward(x, kernel, bias, fusion):
-  geometry, relu6, dtype = fusion
+  geometry, relu6, dtype, compute = fusion
   shape = _output_shape(x.shape, kernel.shape, geometry)
   call = jax.ffi.ffi_call(
     _TARGETS['forward_fused'], jax.ShapeDtypeStruct(shape, dtype)
   )
-  x, kernel = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  x, kernel = x.astype(compute), kernel.astype(compute)
   y = call(x, kernel, bias.astype(jnp.float32), relu6=relu6,
            **_attributes(*geometry))  # fmt: skip
   return y, (x, kernel, y)
 
 
 def _fused_backward(fusion, residuals, dy):
-  geometry, relu6, _ = fusion
+  geometry, relu6, _, compute = fusion
   x, kernel, y = residuals
   if relu6:  # Where ReLU6 passed its input through.
     dy = jnp.where((y > 0) & (y < 6), dy, jnp.zeros((), dy.dtype))
   dbias = jnp.sum(dy, axis=(0, 1, 2), dtype=jnp.float32)
   # `_backward` returns the gradients in dy's dtype: the kernel's float32.
-  dx, dkernel = _backward(geometry, (x, kernel), dy.astype(jnp.float32))
-  return dx.astype(jnp.bfloat16), dkernel, dbias
+  dx, dkernel = _backward(
+    geometry, compute, (x, kernel), dy.astype(jnp.float32)
+  )
+  return dx.astype(compute), dkernel, dbias
 
 
 _fused_conv.defvjp(_fused_forward, _fused_backward)
 
 
 def conv_bias_relu6(x, kernel, bias, strides, padding, feature_group_count=1,
-                    relu6=True, dtype=jnp.bfloat16):  # fmt: skip
+                    relu6=True, dtype=jnp.bfloat16,
+                    compute_dtype=jnp.bfloat16):  # fmt: skip
   """relu6(conv(x, kernel) + bias) (or without relu6) in one oneDNN call
-  on the CPU, its output in `dtype` (float32 or bfloat16): a conv with the
+  on the CPU, computed in `compute_dtype` (bfloat16 or float32), its output
+  in `dtype` (float32, or bfloat16 when computing in it): a conv with the
   BatchNorm after it folded into its kernel and bias. NHWC and HWIO;
   `padding` as `lax.conv_general_dilated` takes it. Elsewhere, XLA's conv
   and the same arithmetic.
@@ -426,7 +478,8 @@ def conv_bias_relu6(x, kernel, bias, strides, padding, feature_group_count=1,
     x.shape, kernel.shape, strides, padding, feature_group_count
   )
   strides, padding, _ = geometry
-  fusion = (geometry, bool(relu6), jnp.dtype(dtype))
+  compute = jnp.dtype(compute_dtype)
+  fusion = (geometry, bool(relu6), jnp.dtype(dtype), compute)
 
   def xla(x, kernel, bias):
     common = jnp.promote_types(x.dtype, kernel.dtype)
@@ -440,7 +493,7 @@ def conv_bias_relu6(x, kernel, bias, strides, padding, feature_group_count=1,
   def onednn(x, kernel, bias):
     # The VJP's primals in the dtypes of the cotangents it returns.
     return _fused_conv(
-      x.astype(jnp.bfloat16),
+      x.astype(compute),
       kernel.astype(jnp.float32),
       bias.astype(jnp.float32),
       fusion,
@@ -472,8 +525,10 @@ def conv_general_dilated(
   feature_group_count=1,
   precision=None,
   preferred_element_type=None,
+  compute_dtype=jnp.bfloat16,
 ):
-  """`lax.conv_general_dilated`, in bfloat16 through oneDNN on the CPU.
+  """`lax.conv_general_dilated`, in bfloat16 (or `compute_dtype` float32)
+  through oneDNN on the CPU.
 
   What oneDNN here does not cover (dilations, other layouts) is XLA's
   conv, as on other platforms.
@@ -503,11 +558,19 @@ def conv_general_dilated(
   return lax.platform_dependent(
     lhs,
     rhs,
-    cpu=lambda x, k: _conv(x, k, geometry),
+    cpu=lambda x, k: _conv(x, k, geometry, jnp.dtype(compute_dtype)),
     default=lambda x, k: xla(x, k),
   )
 
 
 # What a model may use beside the drop-in: the conv with a folded BatchNorm
-# and ReLU6 (EfficientNet-Lite does where its BatchNorm is frozen).
+# and ReLU6 (EfficientNet-Lite does where its BatchNorm is frozen), and the
+# dtype that one writes its activations in.
 conv_general_dilated.fused = conv_bias_relu6
+conv_general_dilated.activations = jnp.dtype(jnp.bfloat16)
+
+# The same in float32: oneDNN's float32 kernels, for CPUs without bfloat16
+# hardware.
+in_float32 = functools.partial(conv_general_dilated, compute_dtype=jnp.float32)
+in_float32.fused = functools.partial(conv_bias_relu6, compute_dtype=jnp.float32)
+in_float32.activations = jnp.dtype(jnp.float32)

@@ -2,8 +2,9 @@
 //
 // NHWC activations and HWIO kernels (JAX's layouts; grouped convolutions,
 // depthwise included, with the kernel's output features group-major, as
-// JAX's feature_group_count has them), bfloat16 inputs and float32 outputs: on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels
-// take these layouts directly. Three calls make a differentiable conv
+// JAX's feature_group_count has them), bfloat16 inputs and float32 outputs
+// (on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels take these
+// layouts directly) or float32 throughout (for CPUs without bf16 hardware). Three calls make a differentiable conv
 // (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
 // input and the gradient of the kernel. A fourth is the forward pass with a
 // bias added and optionally ReLU6 applied by oneDNN as it writes the output
@@ -42,7 +43,7 @@ namespace {
 enum class Op { kForward, kBackwardData, kBackwardWeights };
 
 // What fixes a primitive: the op and every extent, stride and padding.
-using Key = std::tuple<int, std::array<int64_t, 17>>;
+using Key = std::tuple<int, std::array<int64_t, 18>>;
 
 struct Cached {
   dnnl::primitive conv;
@@ -113,6 +114,10 @@ struct Geometry {
   int64_t groups = 1;
   // The fused forward's epilogue: a float32 bias, ReLU6, a bf16 output.
   bool bias = false, relu6 = false, bf16_out = false;
+  // Float32 inputs (and kernel) instead of bfloat16.
+  bool f32_in = false;
+
+  Type in() const { return f32_in ? Type::f32 : Type::bf16; }
 
   memory::dims src() const { return {n, c, h, w}; }
   memory::dims kernel() const {
@@ -128,7 +133,7 @@ Key KeyOf(Op op, const Geometry& g) {
   return {static_cast<int>(op),
           {g.n, g.h, g.w, g.c, g.kh, g.kw, g.f, g.strides[0], g.strides[1],
            g.pad_lo[0], g.pad_lo[1], g.pad_hi[0], g.pad_hi[1], g.groups,
-           g.bias, g.relu6, g.bf16_out}};
+           g.bias, g.relu6, g.bf16_out, g.f32_in}};
 }
 
 memory::desc Nhwc(const memory::dims& dims, Type type) {
@@ -162,8 +167,8 @@ dnnl::primitive_attr Epilogue(const Geometry& g) {
 // as a hint).
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g,
                                                       const dnnl::engine& e) {
-  auto src = Nhwc(g.src(), Type::bf16);
-  auto kernel = AnyLayout(g.kernel(), Type::bf16);
+  auto src = Nhwc(g.src(), g.in());
+  auto kernel = AnyLayout(g.kernel(), g.in());
   auto dst = Nhwc(g.dst(), g.bf16_out ? Type::bf16 : Type::f32);
   auto bias = g.bias ? BiasDesc(g) : memory::desc();
   auto attr = Epilogue(g);
@@ -190,8 +195,8 @@ std::shared_ptr<Cached> Create(Op op, const Geometry& g, const dnnl::engine& e) 
     cached->kernel_desc = forward.weights_desc();
   } else if (op == Op::kBackwardData) {
     auto dsrc = Nhwc(g.src(), Type::f32);
-    auto kernel = AnyLayout(g.kernel(), Type::bf16);
-    auto ddst = Nhwc(g.dst(), Type::bf16);
+    auto kernel = AnyLayout(g.kernel(), g.in());
+    auto ddst = Nhwc(g.dst(), g.in());
 #if DNNL_VERSION_MAJOR >= 3
     dnnl::convolution_backward_data::primitive_desc pd(
         e, dnnl::algorithm::convolution_direct, dsrc, kernel, ddst,
@@ -205,9 +210,9 @@ std::shared_ptr<Cached> Create(Op op, const Geometry& g, const dnnl::engine& e) 
     cached->conv = dnnl::convolution_backward_data(pd);
     cached->kernel_desc = pd.weights_desc();
   } else {
-    auto src = Nhwc(g.src(), Type::bf16);
+    auto src = Nhwc(g.src(), g.in());
     auto dkernel = AnyLayout(g.kernel(), Type::f32);
-    auto ddst = Nhwc(g.dst(), Type::bf16);
+    auto ddst = Nhwc(g.dst(), g.in());
 #if DNNL_VERSION_MAJOR >= 3
     dnnl::convolution_backward_weights::primitive_desc pd(
         e, dnnl::algorithm::convolution_direct, src, dkernel, ddst,
@@ -221,7 +226,7 @@ std::shared_ptr<Cached> Create(Op op, const Geometry& g, const dnnl::engine& e) 
     cached->conv = dnnl::convolution_backward_weights(pd);
     cached->kernel_desc = pd.diff_weights_desc();
   }
-  Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : Type::bf16;
+  Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : g.in();
   cached->reorder_kernel =
       cached->kernel_desc != memory::desc(g.kernel(), hwio_type, g.hwio());
   return cached;
@@ -236,6 +241,12 @@ std::shared_ptr<Cached> Get(Op op, const Geometry& g) {
 
 ffi::Error Check(bool ok, const char* what) {
   return ok ? ffi::Error::Success() : ffi::Error::InvalidArgument(what);
+}
+
+// Two inputs both bfloat16 or both float32.
+bool SameInputType(const ffi::AnyBuffer& a, const ffi::AnyBuffer& b) {
+  return a.element_type() == b.element_type() &&
+         (a.element_type() == ffi::BF16 || a.element_type() == ffi::F32);
 }
 
 // The geometry from an NHWC input's and an HWIO kernel's extents, the
@@ -268,7 +279,7 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst,
   auto cached = Get(op, g);
   State& s = state();
   const dnnl::engine& e = s.engine;
-  Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : Type::bf16;
+  Type hwio_type = op == Op::kBackwardWeights ? Type::f32 : g.in();
   memory user_kernel(memory::desc(g.kernel(), hwio_type, g.hwio()), e,
                      kernel);
   memory conv_kernel = user_kernel;
@@ -277,7 +288,7 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst,
     if (cached->reorder_kernel)
       dnnl::reorder(user_kernel, conv_kernel)
           .execute(s.stream, user_kernel, conv_kernel);
-    memory in(Nhwc(g.src(), Type::bf16), e, src);
+    memory in(Nhwc(g.src(), g.in()), e, src);
     memory out(Nhwc(g.dst(), g.bf16_out ? Type::bf16 : Type::f32), e, dst);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, in},
                                          {DNNL_ARG_WEIGHTS, conv_kernel},
@@ -289,7 +300,7 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst,
     if (cached->reorder_kernel)
       dnnl::reorder(user_kernel, conv_kernel)
           .execute(s.stream, user_kernel, conv_kernel);
-    memory ddst(Nhwc(g.dst(), Type::bf16), e, src);
+    memory ddst(Nhwc(g.dst(), g.in()), e, src);
     memory dsrc(Nhwc(g.src(), Type::f32), e, dst);
     cached->conv.execute(s.stream, {{DNNL_ARG_DIFF_DST, ddst},
                                     {DNNL_ARG_WEIGHTS, conv_kernel},
@@ -297,8 +308,8 @@ void RunHere(Op op, const Geometry& g, void* src, void* kernel, void* dst,
   } else {
     // Here `kernel` is the (output) kernel gradient and `dst` the output
     // gradient, an input.
-    memory in(Nhwc(g.src(), Type::bf16), e, src);
-    memory ddst(Nhwc(g.dst(), Type::bf16), e, dst);
+    memory in(Nhwc(g.src(), g.in()), e, src);
+    memory ddst(Nhwc(g.dst(), g.in()), e, dst);
     cached->conv.execute(s.stream, {{DNNL_ARG_SRC, in},
                                     {DNNL_ARG_DIFF_DST, ddst},
                                     {DNNL_ARG_DIFF_WEIGHTS, conv_kernel}});
@@ -318,15 +329,15 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                    ffi::Result<ffi::AnyBuffer> y,
                    ffi::Span<const int64_t> strides,
                    ffi::Span<const int64_t> padding, int64_t groups) {
-  if (auto e = Check(x.element_type() == ffi::BF16 &&
-                         kernel.element_type() == ffi::BF16 &&
+  if (auto e = Check(SameInputType(x, kernel) &&
                          y->element_type() == ffi::F32,
-                     "onednn conv forward: bf16, bf16 -> f32");
+                     "onednn conv forward: bf16 or f32 inputs -> f32");
       e.failure())
     return e;
   auto g = GeometryOf(x.dimensions(), kernel.dimensions(), y->dimensions(),
                       strides, padding, groups);
   if (g.has_error()) return g.error();
+  g->f32_in = x.element_type() == ffi::F32;
   Run(Op::kForward, *g, x.untyped_data(), kernel.untyped_data(),
       y->untyped_data());
   return ffi::Error::Success();
@@ -336,15 +347,15 @@ ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel,
                         ffi::Result<ffi::AnyBuffer> dx,
                         ffi::Span<const int64_t> strides,
                         ffi::Span<const int64_t> padding, int64_t groups) {
-  if (auto e = Check(dy.element_type() == ffi::BF16 &&
-                         kernel.element_type() == ffi::BF16 &&
+  if (auto e = Check(SameInputType(dy, kernel) &&
                          dx->element_type() == ffi::F32,
-                     "onednn conv input gradient: bf16, bf16 -> f32");
+                     "onednn conv input gradient: bf16 or f32 inputs -> f32");
       e.failure())
     return e;
   auto g = GeometryOf(dx->dimensions(), kernel.dimensions(), dy.dimensions(),
                       strides, padding, groups);
   if (g.has_error()) return g.error();
+  g->f32_in = dy.element_type() == ffi::F32;
   Run(Op::kBackwardData, *g, dy.untyped_data(), kernel.untyped_data(),
       dx->untyped_data());
   return ffi::Error::Success();
@@ -354,15 +365,15 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                            ffi::Result<ffi::AnyBuffer> dkernel,
                            ffi::Span<const int64_t> strides,
                            ffi::Span<const int64_t> padding, int64_t groups) {
-  if (auto e = Check(x.element_type() == ffi::BF16 &&
-                         dy.element_type() == ffi::BF16 &&
+  if (auto e = Check(SameInputType(x, dy) &&
                          dkernel->element_type() == ffi::F32,
-                     "onednn conv kernel gradient: bf16, bf16 -> f32");
+                     "onednn conv kernel gradient: bf16 or f32 inputs -> f32");
       e.failure())
     return e;
   auto g = GeometryOf(x.dimensions(), dkernel->dimensions(), dy.dimensions(),
                       strides, padding, groups);
   if (g.has_error()) return g.error();
+  g->f32_in = x.element_type() == ffi::F32;
   Run(Op::kBackwardWeights, *g, x.untyped_data(), dkernel->untyped_data(),
       dy.untyped_data());
   return ffi::Error::Success();
@@ -374,11 +385,13 @@ ffi::Error ForwardFused(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                         ffi::Span<const int64_t> padding, int64_t groups,
                         bool relu6) {
   bool bf16_out = y->element_type() == ffi::BF16;
-  if (auto e = Check(x.element_type() == ffi::BF16 &&
-                         kernel.element_type() == ffi::BF16 &&
+  bool f32_in = x.element_type() == ffi::F32;
+  if (auto e = Check(SameInputType(x, kernel) &&
                          bias.element_type() == ffi::F32 &&
-                         (bf16_out || y->element_type() == ffi::F32),
-                     "onednn fused conv: bf16, bf16, f32 -> f32 or bf16");
+                         (y->element_type() == ffi::F32 ||
+                          (bf16_out && !f32_in)),
+                     "onednn fused conv: bf16 inputs -> f32 or bf16, f32 "
+                     "inputs -> f32 (an f32 bias)");
       e.failure())
     return e;
   auto g = GeometryOf(x.dimensions(), kernel.dimensions(), y->dimensions(),
@@ -392,6 +405,7 @@ ffi::Error ForwardFused(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
   g->bias = true;
   g->relu6 = relu6;
   g->bf16_out = bf16_out;
+  g->f32_in = f32_in;
   Run(Op::kForward, *g, x.untyped_data(), kernel.untyped_data(),
       y->untyped_data(), bias.untyped_data());
   return ffi::Error::Success();
@@ -427,13 +441,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CatdogConvForwardFused, ForwardFused,
                                   .Attr<int64_t>("groups")
                                   .Attr<bool>("relu6"));
 
-// The kernel oneDNN picks for a small bf16 conv on this CPU (for example
-// "brgconv:avx512_core_amx_bf16"), or "" when it has none.
-extern "C" const char* CatdogConvKernelName() {
+// The kernel oneDNN picks for a small bf16 (or, with `f32`, float32) conv
+// on this CPU (for example "brgconv:avx512_core_amx_bf16"), or "" when it
+// has none.
+extern "C" const char* CatdogConvKernelName(int f32) {
   static std::string name;
   try {
-    worker().Call([] {
+    worker().Call([f32] {
       Geometry g{1, 8, 8, 16, 3, 3, 16, 8, 8, {1, 1}, {1, 1}, {1, 1}};
+      g.f32_in = f32 != 0;
       name = ForwardDesc(g, state().engine).impl_info_str();
     });
   } catch (...) {

@@ -153,6 +153,34 @@ def test_with_onednn_every_convolution_goes_to_it():
   np.testing.assert_allclose(got, want, atol=0.03 * scale)
 
 
+@pytest.mark.slow  # Lite0 compiled twice, 4-6 s.
+def test_with_onednn_in_float32_the_folded_model_equals_xlas():
+  """For CPUs without bf16 hardware: every layer folded into oneDNN's
+  float32 call, activations in float32, the features XLA's to 1e-5."""
+  try:
+    onednn.load_f32()
+  except onednn.Unavailable as e:
+    pytest.skip(f'oneDNN float32: {e}')
+  size = 32
+  ours = efficientnet.EfficientNetLite(conv_fn=onednn.in_float32)
+  xla = efficientnet.EfficientNetLite()
+  init = jax.jit(models.init_variables, static_argnums=(0, 2))
+  variables = init(xla, jax.random.key(0), size)
+  images = jnp.asarray(
+    np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)), jnp.float32
+  )
+  apply = functools.partial(ours.apply, features_only=True)
+  lowered = jax.jit(apply).lower(variables, images)
+  assert lowered.as_text().count('@catdog_conv_forward_fused(') == 1 + 32 + 16
+  assert 'bf16' not in lowered.as_text()
+  got = lowered.compile()(variables, images)
+  want = jax.jit(functools.partial(xla.apply, features_only=True))(
+    variables, images
+  )
+  scale = float(jnp.max(jnp.abs(want)))
+  np.testing.assert_allclose(got, want, atol=1e-5 * scale)
+
+
 def test_zero_shot_logit_is_the_log_odds_of_the_dog_and_cat_classes():
   logits = np.random.default_rng(2).normal(size=(3, 1000)) * 3
   p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
