@@ -295,8 +295,10 @@ def conv_for(name: str):
 
 def _announced(name: str, kernel: str, why: str = ''):
   """Implementation `name`'s conv, after one log line saying which."""
-  conv = {'onednn_bf16': conv_general_dilated, 'onednn_f32': in_float32}[name]
-  words = {'onednn_bf16': 'bfloat16', 'onednn_f32': 'float32'}[name]
+  words, conv = {
+    'onednn_bf16': ('bfloat16', conv_general_dilated),
+    'onednn_f32': ('float32', in_float32),
+  }[name]
   logging.info('Convolutions: oneDNN %s (%s%s).', words, kernel, why)
   return conv
 
