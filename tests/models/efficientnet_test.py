@@ -108,18 +108,24 @@ def onednn_skip_reason() -> str | None:
   return None
 
 
+def lite0_and_images(model, size: int = 32):
+  """`model`'s fresh variables (compiled: op by op, 17 s) and two random
+  photos of `size` px."""
+  init = jax.jit(models.init_variables, static_argnums=(0, 2))
+  variables = init(model, jax.random.key(0), size)
+  images = jnp.asarray(
+    np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)), jnp.float32
+  )
+  return variables, images
+
+
 @pytest.mark.slow  # 7-9 s; lite0_cpu's tiny run takes this path in the tier.
 @pytest.mark.skipif(onednn_skip_reason() is not None,
                     reason=str(onednn_skip_reason()))  # fmt: skip
 def test_with_onednn_every_convolution_goes_to_it():
-  size = 32
   ours = efficientnet.EfficientNetLite(conv_fn=onednn.conv_general_dilated)
   xla = efficientnet.EfficientNetLite()
-  init = jax.jit(models.init_variables, static_argnums=(0, 2))
-  variables = init(xla, jax.random.key(0), size)  # Op by op: 17 s.
-  images = jnp.asarray(
-    np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)), jnp.float32
-  )
+  variables, images = lite0_and_images(xla)
 
   def features(model):
     return jax.jit(functools.partial(model.apply, features_only=True))
@@ -161,14 +167,9 @@ def test_with_onednn_in_float32_the_folded_model_equals_xlas():
     onednn.load_f32()
   except onednn.Unavailable as e:
     pytest.skip(f'oneDNN float32: {e}')
-  size = 32
   ours = efficientnet.EfficientNetLite(conv_fn=onednn.in_float32)
   xla = efficientnet.EfficientNetLite()
-  init = jax.jit(models.init_variables, static_argnums=(0, 2))
-  variables = init(xla, jax.random.key(0), size)
-  images = jnp.asarray(
-    np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)), jnp.float32
-  )
+  variables, images = lite0_and_images(xla)
   apply = functools.partial(ours.apply, features_only=True)
   lowered = jax.jit(apply).lower(variables, images)
   assert lowered.as_text().count('@catdog_conv_forward_fused(') == 1 + 32 + 16
