@@ -47,7 +47,8 @@ CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv):
   if distributed.is_multi_process(FLAGS.coordinator_address):
-    status = distributed.supervise()  # None in the supervised child.
+    # None in the supervised child.
+    status = distributed.supervise(FLAGS.num_processes)
     if status is not None:
       sys.exit(status)
   cli.start_process()

@@ -138,15 +138,21 @@ def exit_for_lost_peer(error: Exception) -> None:
   JAX's own exit handlers would abort with a native dump. (`error`, the
   collective's or barrier's own, says nothing more to a user.)"""
   del error
-  print(
-    f'error: {lost_processes()} of {jax.process_count()} was lost (no '
-    f'heartbeat for {heartbeat_timeout_s()} s), so this process stopped too. '
-    'Relaunch every process with the same command: they resume from the '
-    'last checkpoint',
-    file=sys.stderr,
-    flush=True,
-  )
+  print(lost_line(lost_processes(), jax.process_count()), file=sys.stderr,
+        flush=True)  # fmt: skip
   os._exit(LOST_PEER_STATUS)
+
+
+def lost_line(who: str, num_processes: int | None) -> str:
+  """The one line a process prints when `who` ('process 1') is lost, the
+  same whether the child saw it in a collective or XLA aborted it (which
+  of the two comes first depends on timing)."""
+  of = f'of {num_processes}' if num_processes else 'of this run'
+  return (
+    f'error: {who} {of} was lost (no heartbeat for {heartbeat_timeout_s()} '
+    's), so this process stopped too. Relaunch every process with the same '
+    'command: they resume from the last checkpoint'
+  )
 
 
 def _stop_with_parent() -> None:
@@ -189,13 +195,13 @@ def relay(lines: Iterable[str], out: TextIO) -> Relayed:
   return relayed
 
 
-def supervise() -> int | None:
+def supervise(num_processes: int | None) -> int | None:
   """Runs this command again as a child and returns its exit status, in the
   parent of a multi-process launch; None in the child (it goes on).
 
   The child's stderr passes through; if the child dies because another
   process of the run was lost, the native dump is held back and one line
-  says which process it was.
+  says which process it was (of `num_processes`, where the flag says).
   """
   if os.environ.get(_SUPERVISED):
     return None
@@ -223,11 +229,5 @@ def supervise() -> int | None:
   if lost is None and not dumping:
     return status
   who = f'process {lost}' if lost is not None else 'another process'
-  print(
-    f'error: {who} of this run was lost (no heartbeat for '
-    f'{heartbeat_timeout_s()} s), so this process stopped too. Relaunch '
-    'every process with the same command: they resume from the last '
-    'checkpoint',
-    file=sys.stderr,
-  )
+  print(lost_line(who, num_processes), file=sys.stderr)
   return 1

@@ -22,7 +22,7 @@ from tests import helpers
 pytestmark = pytest.mark.slow
 
 REPO = helpers.REPO
-TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+TWO_DEVICES = helpers.two_cpu_devices()
 RUN = {'num_train_steps': 30, 'eval_every_steps': 30}
 
 
@@ -132,6 +132,19 @@ def test_a_failed_sweep_point_fails_the_sweep(flat_dataset, tmp_path):
   assert 'batch_size must be at least 1' in error_log.read_text()
 
 
+def test_a_lost_process_is_named_with_the_run_size_where_known(monkeypatch):
+  monkeypatch.setenv(distributed.HEARTBEAT_TIMEOUT_ENV, '7')
+  assert distributed.lost_line('process 1', 2) == (
+    'error: process 1 of 2 was lost (no heartbeat for 7 s), so this process '
+    'stopped too. Relaunch every process with the same command: they resume '
+    'from the last checkpoint'
+  )
+  # A SLURM or TPU launch, without --num_processes.
+  assert distributed.lost_line('another process', None).startswith(
+    'error: another process of this run was lost (no heartbeat for 7 s)'
+  )
+
+
 def test_native_log_text_inside_the_childs_own_line_is_cut():
   message = 'error: process 1 of 2 was lost (no heartbeat for 5 s). Relaunch'
   native = (
@@ -204,7 +217,7 @@ def test_a_lost_process_stops_the_other_in_one_line_and_both_resume(
   assert (
     survivor.strip()
     .splitlines()[-1]
-    .startswith('error: process 1 of 2 was lost (no heartbeat for 10 s)')
+    .startswith('error: process 1 of 2 was lost (no heartbeat for 10 s),')
   )
   for noise in ('Traceback', 'Check failure', 'Fatal Python', 'coordination'):
     assert noise not in survivor, noise
