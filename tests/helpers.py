@@ -25,6 +25,16 @@ from configs import base
 # a user's fresh clone: the tests that read it skip).
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO, os.pardir, 'shared', 'data')
+# jit's compiler_options for XLA:CPU as a user's compile runs it: conftest.py
+# switches the fusion emitters off for every test, to compile faster.
+USERS_XLA = {'xla_cpu_use_fusion_emitters': True}
+
+
+def two_cpu_devices() -> dict[str, str]:
+  """The environment of a process started with two CPU devices (and the
+  tests' XLA flags)."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  return {'XLA_FLAGS': f'{flags} --xla_force_host_platform_device_count=2'}
 
 
 def synthetic_image(label: int, rng: np.random.Generator, size: int = 40):

@@ -80,7 +80,7 @@ def test_batch_not_divisible_by_devices_stops(flat_dataset, tmp_path):
   result = run_main(
     *flags,
     f'--workdir={tmp_path}',
-    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'},
+    env=helpers.two_cpu_devices(),
   )
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'batch_size 3 is not divisible by the 2 devices' in result.stderr

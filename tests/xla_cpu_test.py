@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from catdog_jax import xla_cpu
+from tests import helpers
 
 pytestmark = [
   pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU options'),
@@ -23,7 +24,7 @@ def matmul(a, b):
 
 
 def uses_ynnpack(fn, ynn_types, *args) -> bool:
-  options = xla_cpu.compiler_options(ynn_types)
+  options = {**(xla_cpu.compiler_options(ynn_types) or {}), **helpers.USERS_XLA}
   compiled = jax.jit(fn, compiler_options=options).lower(*args).compile()
   return 'ynn_fusion' in compiled.as_text()
 
