@@ -147,6 +147,21 @@ def efficientnet_lite(variant: str, head: str = 'dog'):
   )
 
 
+def apply_lite_probe(
+  config: ml_collections.ConfigDict, variant: str, image_size: int
+) -> None:
+  """A linear probe of EfficientNet-Lite `variant` at `image_size`: the
+  frozen backbone's features once (cached), then a fitted
+  logistic-regression head folded into the model."""
+  config.model = efficientnet_lite(variant)
+  config.probe.enabled = True
+  config.optimizer.freeze = '^(?!logit/)'  # Everything but the head.
+  config.batch_size = 64
+  config.data.image_size = image_size
+  config.cpu_convolutions = 'auto'  # oneDNN bfloat16 where the CPU has it.
+  config.eval.temperature_scaling = True
+
+
 def make_tiny(config: ml_collections.ConfigDict) -> None:
   """The `:tiny` variant: the config's model, recipe and code paths on
   32 px images for 6 steps of 8 images, evaluated and saved every 3: a run

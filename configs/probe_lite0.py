@@ -23,11 +23,5 @@ from configs import common
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Lite0 features once, then a fitted logistic-regression head."""
   config = base.get_config()
-  config.model = common.efficientnet_lite('lite0')
-  config.probe.enabled = True
-  config.optimizer.freeze = '^(?!logit/)'  # Everything but the head.
-  config.batch_size = 64
-  config.data.image_size = 224
-  config.cpu_convolutions = 'auto'  # oneDNN bfloat16 where the CPU has it.
-  config.eval.temperature_scaling = True
+  common.apply_lite_probe(config, 'lite0', 224)
   return common.variant(config, variant)

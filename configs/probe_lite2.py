@@ -29,11 +29,5 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Lite2 features once at 260 px, then a fitted logistic-regression
   head."""
   config = base.get_config()
-  config.model = common.efficientnet_lite('lite2')
-  config.probe.enabled = True
-  config.optimizer.freeze = '^(?!logit/)'  # Everything but the head.
-  config.batch_size = 64
-  config.data.image_size = 260  # Lite2's own resolution.
-  config.cpu_convolutions = 'auto'  # oneDNN bfloat16 where the CPU has it.
-  config.eval.temperature_scaling = True
+  common.apply_lite_probe(config, 'lite2', 260)
   return common.variant(config, variant)

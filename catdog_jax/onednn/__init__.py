@@ -234,12 +234,21 @@ def check_implementation(name: str) -> None:
       f'unknown cpu_convolutions {name!r}; known: {", ".join(IMPLEMENTATIONS)}'
     )
   if name.startswith('onednn') and jax.default_backend() == 'cpu':
-    try:
-      load() if name == 'onednn_bf16' else load_f32()
-    except Unavailable as e:
-      raise UsageError(
-        f'cpu_convolutions={name}: {e}; use auto or xla instead'
-      ) from e
+    _load(name)
+
+
+def _load(name: str) -> str:
+  """`load` or `load_f32` for implementation `name`; its kernel's name.
+
+  Raises:
+    UsageError: where it cannot run here.
+  """
+  try:
+    return load() if name == 'onednn_bf16' else load_f32()
+  except Unavailable as e:
+    raise UsageError(
+      f'cpu_convolutions={name}: {e}; use auto or xla instead'
+    ) from e
 
 
 def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset[str]:
@@ -277,11 +286,7 @@ def conv_for(name: str):
   if name == 'xla' or jax.default_backend() != 'cpu':
     return None
   if name != 'auto':
-    try:
-      kernel = load() if name == 'onednn_bf16' else load_f32()
-    except Unavailable as e:
-      raise UsageError(f'cpu_convolutions={name}: {e}') from e
-    return _announced(name, kernel)
+    return _announced(name, _load(name))
   try:
     return _announced('onednn_bf16', load())
   except Unavailable as no_bf16:

@@ -4,7 +4,8 @@
 // depthwise included, with the kernel's output features group-major, as
 // JAX's feature_group_count has them), bfloat16 inputs and float32 outputs
 // (on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels take these
-// layouts directly) or float32 throughout (for CPUs without bf16 hardware). Three calls make a differentiable conv
+// layouts directly) or float32 throughout (for CPUs without bf16
+// hardware). Three calls make a differentiable conv
 // (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
 // input and the gradient of the kernel. A fourth is the forward pass with a
 // bias added and optionally ReLU6 applied by oneDNN as it writes the output
