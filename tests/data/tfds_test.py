@@ -11,21 +11,26 @@ import sys
 
 import pytest
 
-tfds = pytest.importorskip('tensorflow_datasets')
-
-from catdog_jax import train  # noqa: E402
-from catdog_jax.data import dataset  # noqa: E402
-from catdog_jax.data import sources  # noqa: E402
-from tests import helpers  # noqa: E402
+from catdog_jax import train
+from catdog_jax.data import dataset
+from catdog_jax.data import sources
+from tests import helpers
 
 REPO = helpers.REPO
+
+
+@pytest.fixture
+def tfds():
+  """tensorflow_datasets, imported by the tests that use it (2 s: not in
+  every pytest worker's collection)."""
+  return pytest.importorskip('tensorflow_datasets')
 
 
 def tfds_config(**overrides):
   return helpers.tiny_config(None, data__source='tfds', **overrides)
 
 
-def test_tfds_records_are_indexed_and_split_by_content():
+def test_tfds_records_are_indexed_and_split_by_content(tfds):
   config = tfds_config().data
   with tfds.testing.mock_data(num_examples=30):
     source = sources.create_source(config)
@@ -39,7 +44,7 @@ def test_tfds_records_are_indexed_and_split_by_content():
 
 
 @pytest.mark.slow  # Trains for real.
-def test_train_and_evaluate_reads_tfds(tmp_path):
+def test_train_and_evaluate_reads_tfds(tfds, tmp_path):
   config = tfds_config(num_train_steps=4, data__val_fraction=0.25,
                        data__test_fraction=0.25)  # fmt: skip
   with tfds.testing.mock_data(num_examples=40):
@@ -54,6 +59,7 @@ def test_train_and_evaluate_reads_tfds(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures('tfds')  # Skips without it.
 def test_unprepared_tfds_stops_with_one_line(tmp_path):
   result = subprocess.run(
     [

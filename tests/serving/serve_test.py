@@ -1,6 +1,7 @@
 """--mode=serve from the command line: one line says where the page is,
 once it answers (the page itself is tested in Chromium by page_test.py)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,8 +12,15 @@ import pytest
 
 from tests import helpers
 
-pytest.importorskip('gradio', reason='the serve extra (Gradio) is missing')
-pytestmark = pytest.mark.slow
+# Found, not imported (as in page_test.py): Gradio takes seconds to
+# import, and every pytest worker collects this file.
+pytestmark = [
+  pytest.mark.slow,
+  pytest.mark.skipif(
+    importlib.util.find_spec('gradio') is None,
+    reason='the serve extra (Gradio) is missing',
+  ),
+]
 
 
 def test_serve_prints_its_url_once_the_page_answers(trained_run):
