@@ -1,5 +1,7 @@
 """Tests for catdog_jax.augment, on synthetic arrays."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -18,6 +20,14 @@ def augment_config(**fields):
   return config
 
 
+def augmented(rng, images, config, size=None):
+  """augment.augment jitted, as the train step runs it: op by op, each
+  primitive of the vmapped pipeline would compile on its own."""
+  return jax.jit(functools.partial(augment.augment, config=config, size=size))(
+    rng, images
+  )
+
+
 def ramp(batch: int = 64):
   """Images whose value is the column's position, 0 at left to 1 at right."""
   row = jnp.linspace(0.0, 1.0, SIZE)
@@ -31,7 +41,7 @@ def test_the_seed_recipe_augments_nothing():
 
 def test_flip_mirrors_some_images_and_keeps_the_others():
   images = ramp()
-  out = augment.augment(jax.random.key(0), images, augment_config(flip=True))
+  out = augmented(jax.random.key(0), images, augment_config(flip=True))
   kept = np.all(out == images, axis=(1, 2, 3))
   mirrored = np.all(out == images[:, :, ::-1], axis=(1, 2, 3))
   assert np.all(kept | mirrored)
@@ -41,7 +51,7 @@ def test_flip_mirrors_some_images_and_keeps_the_others():
 def test_crop_zooms_in_on_at_least_its_minimum_area():
   min_area = 0.4
   config = augment_config(crop_min_area=min_area)
-  out = np.asarray(augment.augment(jax.random.key(1), ramp(), config))
+  out = np.asarray(augmented(jax.random.key(1), ramp(), config))
   assert out.shape == (64, SIZE, SIZE, 3)
   # A crop spans crop_w / width of the ramp: at least sqrt(area * 3/4).
   spans = out[:, SIZE // 2, -1, 0] - out[:, SIZE // 2, 0, 0]
@@ -51,7 +61,7 @@ def test_crop_zooms_in_on_at_least_its_minimum_area():
   # Interpolation keeps a flat image flat.
   flat = jnp.full((4, SIZE, SIZE, 3), 0.3)
   np.testing.assert_allclose(
-    augment.augment(jax.random.key(2), flat, config), 0.3, atol=1e-5
+    augmented(jax.random.key(2), flat, config), 0.3, atol=1e-5
   )
 
 
@@ -110,14 +120,14 @@ def test_zooming_out_shows_the_whole_image_smaller_inside_gray():
 def test_zooming_out_alone_is_a_crop_switch():
   config = augment_config(crop_max_area=2.0)
   assert augmentation.crops(config) and augmentation.is_enabled(config)
-  out = np.asarray(augment.augment(jax.random.key(3), ramp(8), config))
+  out = np.asarray(augmented(jax.random.key(3), ramp(8), config))
   # Every box is at least the image's size: gray shows in nearly all.
   assert (out == augment.ZOOM_OUT_FILL).all(axis=-1).any(axis=(1, 2)).sum() >= 6
 
 
 def test_crop_and_resize_give_the_requested_size():
   images = ramp(8)
-  crops = augment.augment(
+  crops = augmented(
     jax.random.key(7), images, augment_config(crop_min_area=0.5), size=16
   )
   assert crops.shape == (8, 16, 16, 3)
@@ -125,9 +135,7 @@ def test_crop_and_resize_give_the_requested_size():
   assert np.all(np.diff(np.asarray(crops)[:, 8, :, 0], axis=1) > 0)
   assert len(np.unique(np.asarray(crops)[:, 8, 0, 0].round(4))) > 1
   # Without crops the whole image is resized (then maybe mirrored).
-  out = augment.augment(
-    jax.random.key(8), images, augment_config(flip=True), size=16
-  )
+  out = augmented(jax.random.key(8), images, augment_config(flip=True), size=16)
   resized = jax.image.resize(images, (8, 16, 16, 3), 'linear')
   kept = np.all(np.isclose(out, resized, atol=1e-6), axis=(1, 2, 3))
   mirrored = np.all(
@@ -139,7 +147,7 @@ def test_crop_and_resize_give_the_requested_size():
 def test_color_jitter_varies_images_within_range():
   images = jax.random.uniform(jax.random.key(3), (16, SIZE, SIZE, 3))
   config = augment_config(brightness=0.3, contrast=0.3, saturation=0.3)
-  out = np.asarray(augment.augment(jax.random.key(4), images, config))
+  out = np.asarray(augmented(jax.random.key(4), images, config))
   assert out.min() >= 0.0 and out.max() <= 1.0
   changes = np.abs(out - np.asarray(images)).mean(axis=(1, 2, 3))
   assert np.all(changes > 1e-3) and np.std(changes) > 1e-4
@@ -148,20 +156,18 @@ def test_color_jitter_varies_images_within_range():
 def test_same_rng_same_images_other_rng_other_images():
   config = augment_config(crop_min_area=0.3, flip=True, brightness=0.2)
   images = ramp(8)
-  first = augment.augment(jax.random.key(5), images, config)
+  first = augmented(jax.random.key(5), images, config)
   np.testing.assert_array_equal(
-    first, augment.augment(jax.random.key(5), images, config)
+    first, augmented(jax.random.key(5), images, config)
   )
-  assert not np.allclose(
-    first, augment.augment(jax.random.key(6), images, config)
-  )
+  assert not np.allclose(first, augmented(jax.random.key(6), images, config))
 
 
 def test_grayscale_turns_some_images_gray_and_keeps_the_others():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.random((64, SIZE, SIZE, 3)), jnp.float32)
   out = np.asarray(
-    augment.augment(jax.random.key(0), images, augment_config(grayscale=0.5))
+    augmented(jax.random.key(0), images, augment_config(grayscale=0.5))
   )
   gray = np.all(np.ptp(out, axis=-1) < 1e-6, axis=(1, 2))
   kept = np.all(out == np.asarray(images), axis=(1, 2, 3))
@@ -174,7 +180,7 @@ def test_blur_keeps_the_mean_and_lowers_the_detail():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.random((16, SIZE, SIZE, 3)), jnp.float32)
   out = np.asarray(
-    augment.augment(jax.random.key(1), images, augment_config(blur=2.0))
+    augmented(jax.random.key(1), images, augment_config(blur=2.0))
   )
   np.testing.assert_allclose(out.mean(), np.asarray(images).mean(), atol=5e-3)
   detail = np.abs(np.diff(out, axis=2)).mean(axis=(1, 2, 3))

@@ -69,9 +69,12 @@ def test_depthwise_conv_is_a_grouped_convolution_with_tf_same(
   w = variables['params']['kernel']
   assert w.shape == (kernel, kernel, 1, 6)
 
+  # Jitted, as in the steps: op by op, the 25 taps compile one by one.
+  @jax.jit
   def ours(x, w):
     return layer.apply({'params': {'kernel': w}}, x)
 
+  @jax.jit
   def grouped(x, w):
     return lax.conv_general_dilated(
       x, w, (strides, strides), 'SAME', feature_group_count=6,
@@ -81,8 +84,8 @@ def test_depthwise_conv_is_a_grouped_convolution_with_tf_same(
   np.testing.assert_allclose(ours(x, w), grouped(x, w), rtol=1e-5, atol=1e-5)
   g = jnp.asarray(rng.normal(size=grouped(x, w).shape), jnp.float32)
   for a, b in zip(
-    jax.grad(lambda x, w: jnp.sum(ours(x, w) * g), (0, 1))(x, w),
-    jax.grad(lambda x, w: jnp.sum(grouped(x, w) * g), (0, 1))(x, w),
+    jax.jit(jax.grad(lambda x, w: jnp.sum(ours(x, w) * g), (0, 1)))(x, w),
+    jax.jit(jax.grad(lambda x, w: jnp.sum(grouped(x, w) * g), (0, 1)))(x, w),
     strict=True,
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
