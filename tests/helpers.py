@@ -5,6 +5,7 @@ any test module imports.
 """
 
 import contextlib
+import importlib.util
 import io
 import os
 import socket
@@ -28,6 +29,15 @@ SHARED_DATA = os.path.join(REPO, os.pardir, 'shared', 'data')
 # jit's compiler_options for XLA:CPU as a user's compile runs it: conftest.py
 # switches the fusion emitters off for every test, to compile faster.
 USERS_XLA = {'xla_cpu_use_fusion_emitters': True}
+
+
+def needs(module: str, reason: str):
+  """A mark that skips the test where `module` is not installed, found
+  without importing it: Gradio, Playwright or PyTorch take seconds to import,
+  and every pytest worker collects every test file."""
+  return pytest.mark.skipif(
+    importlib.util.find_spec(module) is None, reason=reason
+  )
 
 
 def two_cpu_devices() -> dict[str, str]:

@@ -1,6 +1,5 @@
 """The TensorBoard writer (tensorboardX)."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -22,9 +21,8 @@ print(torch.tensor([1.0]).numpy())
 
 
 @pytest.mark.slow  # Starts a process.
-@pytest.mark.skipif(
-  importlib.util.find_spec('torch') is None,
-  reason='PyTorch is not installed: tensorboardX could not import it anyway',
+@helpers.needs(
+  'torch', 'PyTorch is not installed: tensorboardX could not import it anyway'
 )
 def test_tensorboard_events_are_written_without_importing_pytorch(tmp_path):
   done = subprocess.run(

@@ -5,13 +5,13 @@
 // JAX's feature_group_count has them), bfloat16 inputs and float32 outputs
 // (on CPUs with AMX or AVX512-BF16, oneDNN's bf16 kernels take these
 // layouts directly) or float32 throughout (for CPUs without bf16
-// hardware). Three calls make a differentiable conv
-// (catdog_jax/onednn/__init__.py): the forward pass, the gradient of the
-// input and the gradient of the kernel. A fourth is the forward pass with a
-// bias added and optionally ReLU6 applied by oneDNN as it writes the output
-// (float32 or bfloat16): a BatchNorm folded into the conv before it, and
-// its activation, without a pass of XLA's over the activations. Primitives are created once per
-// shape and cached. Every call runs on one thread of this library's own,
+// hardware). Three calls make a differentiable conv (catdog_jax/onednn/
+// __init__.py): the forward pass, the gradient of the input and the
+// gradient of the kernel. A fourth is the forward pass with a bias added
+// and optionally ReLU6 applied by oneDNN as it writes the output (float32
+// or bfloat16): a BatchNorm folded into the conv before it, and its
+// activation, without a pass of XLA's over the activations. Primitives are
+// created once per shape and cached. Every call runs on one thread of this library's own,
 // whose OpenMP team (oneDNN's threads) is then the only one: XLA calls from
 // several threads of its pool, and each caller would otherwise get a team
 // of its own, idle teams spinning against the working one on the same

@@ -5,7 +5,6 @@ chromium (CI installs them); skips, saying which is missing, elsewhere.
 """
 
 import concurrent.futures
-import importlib.util
 import os
 import shutil
 
@@ -15,18 +14,10 @@ from catdog_jax.evaluation import predict
 from tests import helpers
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-# Found, not imported: Gradio and Playwright take seconds to import, and
-# every pytest worker collects this file.
 pytestmark = [
   pytest.mark.slow,
-  pytest.mark.skipif(
-    importlib.util.find_spec('gradio') is None,
-    reason='the serve extra (Gradio) is missing',
-  ),
-  pytest.mark.skipif(
-    importlib.util.find_spec('playwright') is None,
-    reason="Playwright's Python package is missing",
-  ),
+  helpers.needs('gradio', 'the serve extra (Gradio) is missing'),
+  helpers.needs('playwright', "Playwright's Python package is missing"),
   pytest.mark.skipif(CHROMIUM is None, reason='no chromium (apt install it)'),
 ]
 # As a root CI user on a machine without a network: no sandbox, nothing

@@ -1,7 +1,6 @@
 """--mode=serve from the command line: one line says where the page is,
 once it answers (the page itself is tested in Chromium by page_test.py)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,14 +11,9 @@ import pytest
 
 from tests import helpers
 
-# Found, not imported (as in page_test.py): Gradio takes seconds to
-# import, and every pytest worker collects this file.
 pytestmark = [
   pytest.mark.slow,
-  pytest.mark.skipif(
-    importlib.util.find_spec('gradio') is None,
-    reason='the serve extra (Gradio) is missing',
-  ),
+  helpers.needs('gradio', 'the serve extra (Gradio) is missing'),
 ]
 
 
