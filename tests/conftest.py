@@ -9,6 +9,10 @@ XLA:CPU's older loop emitters compile those steps faster than its fusion
 emitters (Lite0's tiny training step 3.6 s -> 2.4 s; the fast tier 154 s
 -> 121 s on a 2-core Zen 4): switched off for every test too, and back on
 (`USERS_XLA`) where a test checks what a user's compile makes.
+
+The programs that take longest to compile are kept on disk between runs
+(JAX's persistent cache, `TESTS_COMPILATION_CACHE`), so a run after an edit
+compiles only what the edit changed.
 """
 
 import dataclasses
@@ -23,6 +27,7 @@ import jax
 import pytest
 
 from catdog_jax import cli
+from catdog_jax import fileio
 from catdog_jax import train
 from catdog_jax.evaluation import predict
 from tests import helpers
@@ -37,6 +42,19 @@ os.environ['XLA_FLAGS'] = ' '.join(
     None, [os.environ.get('XLA_FLAGS'), '--xla_cpu_use_fusion_emitters=false']
   )
 )
+
+# Beside the users' programs (cli.use_compilation_cache), not among them:
+# these are compiled with other flags. 127 of the fast tier's 1,881
+# programs take 0.05 s or more to compile, 46 of its 67 s; kept, a second
+# run of the fast tier takes 92 s instead of 105-110 (2-core Zen 4;
+# docs/performance.md). The processes tests start keep the users' setting,
+# which tests check.
+TESTS_COMPILATION_CACHE = os.path.join(fileio.user_cache_dir(), 'xla-tests')
+if os.environ.get(cli.COMPILATION_CACHE_ENV, '').lower() != 'off':
+  jax.config.update('jax_compilation_cache_dir', TESTS_COMPILATION_CACHE)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.05)
+  # Least recently used programs deleted beyond it (a lock file: filelock).
+  jax.config.update('jax_compilation_cache_max_size', 2**30)
 
 
 # Test files that train whole runs (10-25 s a test): started first, they are
