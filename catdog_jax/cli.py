@@ -102,6 +102,11 @@ def run_mode(mode: str, *, provenance=None, **flag_values) -> None:
 COMPILATION_CACHE_ENV = 'CATDOG_JAX_COMPILATION_CACHE'
 
 
+def compilation_cache_is_off(environ=os.environ) -> bool:
+  """Whether $CATDOG_JAX_COMPILATION_CACHE=off asks for no cache."""
+  return environ.get(COMPILATION_CACHE_ENV, '').lower() == 'off'
+
+
 def use_compilation_cache(environ=os.environ) -> str | None:
   """Keeps XLA's compiled programs on disk, so a relaunch, an eval or a
   predict skips compiling what an earlier command compiled (the train steps
@@ -110,7 +115,7 @@ def use_compilation_cache(environ=os.environ) -> str | None:
   $CATDOG_JAX_COMPILATION_CACHE=off turns it off; JAX's own
   $JAX_COMPILATION_CACHE_DIR, when set, is left to JAX.
   """
-  if environ.get(COMPILATION_CACHE_ENV, '').lower() == 'off':
+  if compilation_cache_is_off(environ):
     return None
   if environ.get('JAX_COMPILATION_CACHE_DIR'):
     return environ['JAX_COMPILATION_CACHE_DIR']

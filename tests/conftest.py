@@ -50,7 +50,7 @@ os.environ['XLA_FLAGS'] = ' '.join(
 # docs/performance.md). The processes tests start keep the users' setting,
 # which tests check.
 TESTS_COMPILATION_CACHE = os.path.join(fileio.user_cache_dir(), 'xla-tests')
-if os.environ.get(cli.COMPILATION_CACHE_ENV, '').lower() != 'off':
+if not cli.compilation_cache_is_off():
   jax.config.update('jax_compilation_cache_dir', TESTS_COMPILATION_CACHE)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.05)
   # Least recently used programs deleted beyond it (a lock file: filelock).

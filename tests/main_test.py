@@ -204,7 +204,8 @@ def test_a_second_command_reuses_the_compiled_programs(
     f'--workdir={workdir}',
     f'--images={flat_dataset}',
   )
-  env = {'CATDOG_JAX_CACHE': str(cache),
+  # On, whatever this process was started with.
+  env = {'CATDOG_JAX_CACHE': str(cache), 'CATDOG_JAX_COMPILATION_CACHE': '',
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}  # fmt: skip
 
   def run_eval(name, **extra_env):

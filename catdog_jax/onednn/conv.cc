@@ -11,11 +11,12 @@
 // and optionally ReLU6 applied by oneDNN as it writes the output (float32
 // or bfloat16): a BatchNorm folded into the conv before it, and its
 // activation, without a pass of XLA's over the activations. Primitives are
-// created once per shape and cached. Every call runs on one thread of this library's own,
-// whose OpenMP team (oneDNN's threads) is then the only one: XLA calls from
-// several threads of its pool, and each caller would otherwise get a team
-// of its own, idle teams spinning against the working one on the same
-// cores (a training run was measured livelocked in their barriers).
+// created once per shape and cached. Every call runs on one thread of this
+// library's own, whose OpenMP team (oneDNN's threads) is then the only one:
+// XLA calls from several threads of its pool, and each caller would
+// otherwise get a team of its own, idle teams spinning against the working
+// one on the same cores (a training run was measured livelocked in their
+// barriers).
 
 #include <array>
 #include <condition_variable>
